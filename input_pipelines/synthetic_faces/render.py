@@ -1,0 +1,896 @@
+"""Vectorised NumPy rasteriser for the synthetic face model.
+
+One orthographic ray per pixel (the weak-perspective camera of :mod:`.geometry`). Solids are
+ellipsoids intersected analytically: the silhouette of an ellipsoid is an exact ellipse whose
+implicit value ``g`` gives an anti-aliased coverage ``clip(0.5 - s g / |grad g|, 0, 1)`` (a
+first-order signed distance in pixels), the front depth and normal come from the ray/quadric
+root. Parts are drawn in painter's order (body, back hair, head parts by depth, hair shell,
+glasses) with a z-buffer test, so intersections and self-occlusion are right from any view.
+Decals (eyes, brows, lips, cheeks) are evaluated on the visible head-surface point of each pixel.
+Shading is half-Lambert diffuse from one directional light plus ambient, with a small Blinn
+specular term; the output is ``albedo * shade + specular``.
+
+Each part is evaluated only inside its projected bounding box, with 1-D coordinate vectors
+broadcast against each other, which keeps a 128x128 face at a few milliseconds on one core.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .geometry import (
+    PART_LABELS,
+    _table,
+    Y0,
+    Camera,
+    Ellipsoid,
+    Expression,
+    FaceModel,
+    Frame,
+    Quad,
+    _as_size,
+    build_face_model,
+    landmark_visibility,
+    project,
+)
+from .identity import Identity
+
+F32 = np.float32
+_SCLERA = np.array([0.93, 0.91, 0.88], F32)
+_TEETH = np.array([0.92, 0.9, 0.84], F32)
+_MOUTH_IN = np.array([0.28, 0.06, 0.07], F32)
+
+
+def light_direction(azimuth: float, elevation: float) -> np.ndarray:
+    """Unit vector towards the light (camera frame): azimuth > 0 from the image right, elevation > 0 from above."""
+    az, el = math.radians(azimuth), math.radians(elevation)
+    return np.array([math.sin(az) * math.cos(el), math.sin(el), math.cos(az) * math.cos(el)])
+
+
+# --------------------------------------------------------------------------------------------
+# Background.
+
+
+@functools.lru_cache(maxsize=64)
+def _interp_matrix(n_out: int, n_grid: int, denom: float) -> np.ndarray:
+    """(n_out, n_grid) smooth-step interpolation weights; resolution independent coordinates."""
+    p = (np.arange(n_out) - (n_out - 1) / 2.0) / denom  # about [-0.5, 0.5]
+    g = np.clip((p + 0.6) / 1.2, 0.0, 1.0) * (n_grid - 1)
+    i0 = np.minimum(np.floor(g).astype(int), n_grid - 2)
+    f = g - i0
+    f = f * f * (3 - 2 * f)
+    m = np.zeros((n_out, n_grid), F32)
+    m[np.arange(n_out), i0] = 1 - f
+    m[np.arange(n_out), i0 + 1] += f
+    m.setflags(write=False)  # cached constant table
+    return m
+
+
+def render_background(identity: Identity, size: tuple[int, int]) -> np.ndarray:
+    """The identity's procedural background (H, W, 3) float32; the same picture at every resolution."""
+    h, w = size
+    return _background(identity, (h, w), float(min(h, w)))
+
+
+def _background(identity: Identity, size: tuple[int, int], denom: float) -> np.ndarray:
+    h, w = size
+    xs = ((np.arange(w) - (w - 1) / 2.0) / denom).astype(F32)
+    ys = ((np.arange(h) - (h - 1) / 2.0) / denom).astype(F32)
+    c1, c2 = identity.rgb("bg1"), identity.rgb("bg2")
+    ang = math.radians(identity.background_angle)
+    ca, sa = F32(math.cos(ang)), F32(math.sin(ang))
+    kind = identity.background_kind
+    if kind == 0:  # gradient
+        t = (ca * F32(0.9) * xs)[None, :] + (sa * F32(0.9) * ys + F32(0.5))[:, None]
+        _clip01(t)
+        t = t * t * (3 - 2 * t)
+    elif kind == 1:  # multi-octave value noise
+        rng = np.random.default_rng(identity.background_seed)
+        t = np.zeros((h, w), F32)
+        n0 = 2 + int(identity.background_freq / 3)
+        for octave, amp in enumerate((0.6, 0.28, 0.12)):
+            n = n0 * (2**octave) + 1
+            grid = (amp * rng.random((n, n))).astype(F32)
+            t += _interp_matrix(h, n, denom) @ grid @ _interp_matrix(w, n, denom).T
+        t -= F32(0.5)
+        t *= F32(1.8)
+        t += F32(0.5)
+        _clip01(t)
+    elif kind == 2:  # soft stripes
+        k = F32(2 * math.pi * identity.background_freq)
+        t = np.sin((k * ca * xs)[None, :] + (k * sa * ys)[:, None])
+        t *= F32(1.6)
+        t += F32(0.5)
+        _clip01(t)
+    else:  # bokeh: soft discs over a gradient
+        t = (ca * F32(0.6) * xs)[None, :] + (sa * F32(0.6) * ys + F32(0.5))[:, None]
+        _clip01(t)
+    img = t[..., None] * (c2 - c1).astype(F32)
+    img += c1.astype(F32)
+    if kind == 3:
+        rng = np.random.default_rng(identity.background_seed)
+        for _ in range(6):
+            cxy = rng.random(2) - 0.5
+            r = 0.05 + 0.12 * rng.random()
+            col = np.clip(c2 * 0.5 + 0.6 * rng.random(3), 0, 1).astype(F32)
+            x0, x1 = np.searchsorted(xs, [cxy[0] - r, cxy[0] + r])
+            y0, y1 = np.searchsorted(ys, [cxy[1] - r, cxy[1] + r])
+            if x0 >= x1 or y0 >= y1:
+                continue
+            d2 = ((xs[x0:x1] - F32(cxy[0])) ** 2)[None, :] + ((ys[y0:y1] - F32(cxy[1])) ** 2)[:, None]
+            a = F32(0.35) * np.sqrt(_clip01(1.0 - d2 / F32(r * r)))
+            sub = img[y0:y1, x0:x1]
+            sub += a[..., None] * (col - sub)
+    vignette = (F32(-0.35) * xs * xs)[None, :] + (F32(1.0) - F32(0.35) * ys * ys)[:, None]
+    img *= vignette[..., None]
+    return img
+
+
+# --------------------------------------------------------------------------------------------
+# Canvas and primitives.
+
+
+def _inv2(m: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x2 matrix (np.linalg.inv is slow for tiny matrices)."""
+    a, b, c, d = float(m[0, 0]), float(m[0, 1]), float(m[1, 0]), float(m[1, 1])
+    det = a * d - b * c
+    return np.array([[d, -b], [-c, a]]) / det
+
+
+def _clip01(x: np.ndarray) -> np.ndarray:
+    """Clip to [0, 1] in place (cheaper than np.clip for small arrays)."""
+    np.maximum(x, 0.0, out=x)
+    np.minimum(x, 1.0, out=x)
+    return x
+
+
+def _k(values) -> np.ndarray:
+    """Per-member parameters as float32 (K, 1, 1) for broadcasting against (K, h, w) arrays."""
+    return np.asarray(values, F32).reshape(-1, 1, 1)
+
+
+class _Canvas:
+    """Deferred shading buffers: albedo, unnormalised normal, lit weight, specular strength, depth."""
+
+    def __init__(self, size: tuple[int, int], camera: Camera, light: np.ndarray, ambient: float, labels: bool):
+        h, w = size
+        self.h, self.w = h, w
+        self.cam = camera
+        self.s = camera.s
+        self.xs = ((np.arange(w) - camera.cx) / camera.s).astype(F32)  # camera-frame X of each column
+        self.ys = (Y0 - (np.arange(h) - camera.cy) / camera.s).astype(F32)  # camera-frame Y of each row
+        self.light = light
+        half = light + np.array([0.0, 0.0, 1.0])
+        self.half = half / np.linalg.norm(half)
+        self.ambient = float(ambient)
+        self.albedo = np.empty((h, w, 3), F32)
+        self.normal = np.zeros((h, w, 3), F32)
+        self.lit = np.zeros((h, w), F32)  # 0 = background (unlit), 1 = shaded surface
+        self.ks = np.zeros((h, w), F32)  # specular strength
+        self.emit = np.zeros((h, w), F32)  # catch-lights
+        self.z = np.full((h, w), -np.inf, F32)
+        self.labels = np.zeros((h, w), np.uint8) if labels else None
+        # Visible head surface (set when the head is drawn): depth and coverage.
+        self.head_t = np.zeros((h, w), F32)
+        self.head_vis = np.zeros((h, w), F32)
+
+    def bbox(self, cx: float, cy: float, hx: float, hy: float) -> Optional[tuple[int, int, int, int]]:
+        """Pixel box (y0, y1, x0, x1) covering camera-plane centre +- half extents, clipped."""
+        px = self.cam.cx + self.s * cx
+        py = self.cam.cy + self.s * (Y0 - cy)
+        x0 = max(int(math.floor(px - self.s * hx)) - 1, 0)
+        x1 = min(int(math.ceil(px + self.s * hx)) + 2, self.w)
+        y0 = max(int(math.floor(py - self.s * hy)) - 1, 0)
+        y1 = min(int(math.ceil(py + self.s * hy)) + 2, self.h)
+        if x0 >= x1 or y0 >= y1:
+            return None
+        return y0, y1, x0, x1
+
+    def composite(self, box, vis, color, normal=None, ks=0.0, depth=None, label=None):
+        """Blend ``color`` (and, for solids, ``normal`` / specular / depth) with coverage ``vis``."""
+        y0, y1, x0, x1 = box
+        v3 = vis[..., None]
+        alb = self.albedo[y0:y1, x0:x1]
+        alb += v3 * (color - alb)
+        if normal is not None:
+            nb = self.normal[y0:y1, x0:x1]
+            nb += v3 * (normal - nb)
+            lit = self.lit[y0:y1, x0:x1]
+            lit += vis * (1.0 - lit)
+            kb = self.ks[y0:y1, x0:x1]
+            kb += vis * (ks - kb)
+        if depth is not None:
+            np.copyto(self.z[y0:y1, x0:x1], depth, where=vis > 0.5)
+        if label is not None and self.labels is not None:
+            np.copyto(self.labels[y0:y1, x0:x1], label, where=vis > 0.5)
+
+    def shade(self) -> np.ndarray:
+        """Final image: albedo * (ambient + half-Lambert) + Blinn specular + catch-lights."""
+        img = self.albedo
+        rows = np.flatnonzero(self.lit.any(axis=1))
+        if rows.size:
+            r0, r1 = int(rows[0]), int(rows[-1]) + 1
+            lit = self.lit[r0:r1]
+            n = self.normal[r0:r1]
+            nx, ny, nz = n[..., 0], n[..., 1], n[..., 2]
+            inv = nx * nx
+            inv += ny * ny
+            inv += nz * nz
+            inv += F32(1e-12)
+            np.sqrt(inv, out=inv)
+            np.divide(1.0, inv, out=inv)
+            lx, ly, lz = (F32(v) for v in self.light)
+            hx, hy, hz = (F32(v) for v in self.half)
+            ndl = nx * lx
+            ndl += ny * ly
+            ndl += nz * lz
+            ndl *= inv
+            ndh = nx * hx
+            ndh += ny * hy
+            ndh += nz * hz
+            ndh *= inv
+            nz = nz * inv
+            amb = F32(self.ambient)
+            diffuse = ndl + F32(0.25)
+            diffuse *= F32(0.8 * (1 - self.ambient))
+            np.clip(diffuse, 0.0, F32(1 - self.ambient), out=diffuse)
+            np.maximum(nz, 0.0, out=nz)
+            nz *= F32(0.55) * amb
+            shade = diffuse + nz
+            shade += F32(0.45) * amb - 1.0
+            shade *= lit
+            shade += 1.0
+            _clip01(ndh)
+            for _ in range(4):
+                ndh *= ndh
+            ndl *= 4
+            spec = _clip01(ndl)
+            spec *= ndh
+            spec *= self.ks[r0:r1]
+            spec *= lit
+            sub = img[r0:r1]
+            sub *= shade[..., None]
+            sub += spec[..., None]
+        img += self.emit[..., None]
+        return _clip01(img)
+
+
+class _CamTable:
+    """Camera-frame quadric parameters of all solids of a model, computed once per image."""
+
+    # Column indices into ``p``.
+    C0, C1, C2, M00, M01, M11, QZZ, Q02, Q12, R01, R11, R21, HALF, KS = range(14)
+    QN = 14  # 9 entries: normal matrix, row-major
+    RI = 23  # 9 entries: camera -> unit-sphere coordinates, row-major
+
+    def __init__(self, cam: Camera, solids: Sequence[Ellipsoid]):
+        self.solids = solids
+        self.index = {p.name: i for i, p in enumerate(solids)}
+        centers, rots, axes, half = _table(solids)
+        rigid = np.array([p.rigid for p in solids])
+        r = np.where(rigid[:, None, None], cam.rotation @ rots, rots)
+        c = np.where(rigid[:, None], centers @ cam.rotation.T, centers) + cam.translation
+        a2 = axes * axes
+        rt = r.transpose(0, 2, 1)
+        sigma = (r * a2[:, None, :]) @ rt
+        q = (r / a2[:, None, :]) @ rt
+        det = sigma[:, 0, 0] * sigma[:, 1, 1] - sigma[:, 0, 1] ** 2
+        k = len(solids)
+        p = np.empty((k, 32), np.float64)
+        p[:, 0:3] = c
+        p[:, 3], p[:, 4], p[:, 5] = sigma[:, 1, 1] / det, -sigma[:, 0, 1] / det, sigma[:, 0, 0] / det
+        p[:, 6], p[:, 7], p[:, 8] = q[:, 2, 2], q[:, 0, 2], q[:, 1, 2]
+        p[:, 9], p[:, 10], p[:, 11] = r[:, 0, 1], r[:, 1, 1], r[:, 2, 1]
+        p[:, 12] = half
+        p[:, 13] = [s.specular for s in solids]
+        # Normal Q (p - c) scaled by the smallest axis^2 so parts of different sizes blend sensibly.
+        p[:, 14:23] = (q * a2.min(axis=1)[:, None, None]).reshape(k, 9)
+        p[:, 23:32] = (rt / axes[:, :, None]).reshape(k, 9)
+        self.p = p.astype(F32)[:, :, None, None]  # (K, 32, 1, 1): broadcastable parameter views
+        self.c = c
+        self.hx, self.hy = np.sqrt(sigma[:, 0, 0]), np.sqrt(sigma[:, 1, 1])
+        self.colors = np.stack([s.color for s in solids]).astype(F32)
+        self.labels = np.array([s.label for s in solids], np.uint8)
+        self.has_half = half != 0
+
+    def box(self, cv: "_Canvas", sel: slice):
+        c, hx, hy = self.c[sel], self.hx[sel], self.hy[sel]
+        x0, x1 = float((c[:, 0] - hx).min()), float((c[:, 0] + hx).max())
+        y0, y1 = float((c[:, 1] - hy).min()), float((c[:, 1] + hy).max())
+        return cv.bbox(0.5 * (x0 + x1), 0.5 * (y0 + y1), 0.5 * (x1 - x0), 0.5 * (y1 - y0))
+
+
+class _Solids:
+    """K ellipsoids evaluated together on one pixel box (arrays with a leading K axis).
+
+    For each pixel and part: anti-aliased silhouette coverage ``alpha``, ``inside`` mask, depth
+    ``t`` of the front surface, and an unnormalised normal ``n`` (K, h, w, 3).
+    """
+
+    def __init__(self, cv: _Canvas, table: _CamTable, sel: slice, box=None):
+        self.table, self.sel = table, sel
+        self.parts = table.solids[sel]
+        if box is None:
+            box = table.box(cv, sel)
+        self.box = box
+        if box is None:
+            return
+        T = _CamTable
+        p = table.p[sel]
+        y0, y1, x0, x1 = box
+        dx = cv.xs[None, None, x0:x1] - p[:, T.C0]  # (K, 1, w)
+        dy = cv.ys[None, y0:y1, None] - p[:, T.C1]  # (K, h, 1)
+        m00, m01, m11 = p[:, T.M00], p[:, T.M01], p[:, T.M11]
+        # Silhouette implicit g = d^T M2 d - 1 (< 0 inside) and its half gradient M2 d.
+        m0 = m00 * dx + m01 * dy
+        m1 = m01 * dx + m11 * dy
+        g = dx * m0
+        g += dy * m1
+        g -= 1.0
+        grad = m0 * m0
+        grad += m1 * m1
+        np.sqrt(grad, out=grad)
+        grad += F32(1e-6)
+        alpha = g * F32(-0.5 * cv.s)
+        alpha /= grad
+        alpha += F32(0.5)
+        self.alpha = _clip01(alpha)
+        self.inside = g < 0
+        # Front root of the ray/quadric equation (rays along -z).
+        qzz = p[:, T.QZZ]
+        delta = g * (-qzz)  # discriminant, >= 0 inside
+        np.maximum(delta, 0.0, out=delta)
+        np.sqrt(delta, out=delta)
+        delta -= p[:, T.Q02] * dx + p[:, T.Q12] * dy
+        delta /= qzz
+        self.t = delta + p[:, T.C2]
+        self.dx, self.dy, self.delta = dx, dy, delta
+        if table.has_half[sel].any():  # half-ellipsoids keep the side of the front point's local y
+            ly = p[:, T.R01] * dx + p[:, T.R11] * dy
+            ly += p[:, T.R21] * delta
+            ly *= p[:, T.HALF]
+            ok = ly >= 0
+            ok |= p[:, T.HALF] == 0
+            self.alpha *= ok
+            self.inside &= ok
+        n = np.empty(delta.shape + (3,), F32)
+        qn = T.QN
+        for i in range(3):
+            ni = n[..., i]
+            np.multiply(p[:, qn + 3 * i + 2], delta, out=ni)
+            ni += p[:, qn + 3 * i] * dx + p[:, qn + 3 * i + 1] * dy
+        self.n = n
+
+    def unit_coords(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Front surface point in each part's own unit-sphere coordinates (xn, yn, zn)."""
+        p, ri = self.table.p[self.sel], _CamTable.RI
+        return tuple(
+            (p[:, ri + 3 * i] * self.dx + p[:, ri + 3 * i + 1] * self.dy) + p[:, ri + 3 * i + 2] * self.delta
+            for i in range(3)
+        )
+
+    def composite(
+        self, cv: _Canvas, tau: float = 0.03, mask=None, color=None, write_depth: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Z-test against the canvas, resolve occlusion inside the group softly, blend in.
+
+        A part more than ``tau`` behind the front-most part of the group is hidden; within ``tau``
+        it blends in (smooth seams where parts meet). Returns the group depth and coverage.
+        """
+        y0, y1, x0, x1 = self.box
+        vis = self.alpha
+        vis *= self.t > cv.z[y0:y1, x0:x1]
+        if mask is not None:
+            vis *= mask
+        if color is None:
+            color = self.table.colors[self.sel]
+        ks = self.table.p[self.sel, _CamTable.KS, 0, 0]
+        labels = self.table.labels[self.sel]
+        if len(self.parts) == 1:
+            v, t, n = vis[0], self.t[0], self.n[0]
+            col, k, lab = color[0], ks[0], labels[0]
+        else:
+            neg = F32(-1e9)
+            zmax = np.where(self.inside & (vis > 0), self.t, neg).max(axis=0)
+            occ = self.t - zmax
+            occ *= F32(1.0 / tau)
+            occ += 1.0
+            vis *= _clip01(occ)
+            wsum = vis.sum(axis=0)
+            v = np.minimum(wsum, 1.0)
+            wts = vis / np.maximum(wsum, F32(1e-6))
+            if color.ndim == 2:
+                col = np.einsum("khw,kc->hwc", wts, color)
+            else:
+                col = np.einsum("khw,khwc->hwc", wts, color)
+            n = np.einsum("khw,khwc->hwc", wts, self.n)
+            k = np.einsum("khw,k->hw", wts, ks)
+            t = np.where(vis > 0, self.t, neg).max(axis=0)
+            lab = labels[np.argmax(vis, axis=0)] if cv.labels is not None else None
+        cv.composite(self.box, v, col, n, k, t if write_depth else None, lab)
+        return t, v
+
+
+def _hair_mask(ev: _Solids, cv: _Canvas) -> tuple[np.ndarray, np.ndarray]:
+    """Soft hairline mask and strand texture factor on a (single) hair shell."""
+    xn, yn, zn = ev.unit_coords()
+    part = ev.parts[0]
+    hm = part.hair
+    k1 = 0.5 * (hm.y_front - hm.y_back)
+    k2 = 0.5 * (hm.y_front + hm.y_back) - hm.y_side
+    line = F32(k2) * zn
+    line += F32(k1)
+    line *= zn
+    line += F32(hm.y_side)
+    if hm.jag or hm.part:
+        front = _clip01(zn.copy())
+        if hm.jag:
+            line += F32(hm.jag) * front * np.sin(F32(hm.jag_freq) * xn)
+        if hm.part:
+            line -= F32(0.06) * front * _clip01(1.0 - np.abs(xn - F32(hm.part)) * F32(6.0))
+    mask = yn - line
+    mask *= F32(cv.s * part.axes[1])
+    mask += F32(0.5)
+    return _clip01(mask), _strands(xn, yn)
+
+
+def _strands(xn: np.ndarray, yn: np.ndarray) -> np.ndarray:
+    """Brightness factor of a hair-strand texture."""
+    tex = np.sin(F32(34.0) * xn + F32(5.0) * yn * xn)
+    tex *= F32(0.16)
+    tex += F32(0.84)
+    return tex
+
+
+def _draw_group(cv: _Canvas, table: _CamTable, sel: slice, tau: float = 0.03, box=None, write_depth: bool = True):
+    ev = _Solids(cv, table, sel, box)
+    if ev.box is None:
+        return None
+    mask = color = None
+    part = ev.parts[0]
+    if len(ev.parts) == 1 and part.hair is not None:
+        mask, tex = _hair_mask(ev, cv)
+        color = table.colors[sel][:, None, None, :] * tex[..., None]
+    elif len(ev.parts) == 1 and part.strands:
+        xn, yn, _ = ev.unit_coords()
+        color = table.colors[sel][:, None, None, :] * _strands(xn, yn)[..., None]
+    t, v = ev.composite(cv, tau, mask, color, write_depth)
+    return ev.box, t, v
+
+
+def _draw_head(cv: _Canvas, table: _CamTable, sel: slice) -> None:
+    """Union of the head ellipsoids (smooth normal blend across the seams); keeps the surface for decals."""
+    res = _draw_group(cv, table, sel, tau=0.1)
+    if res is None:
+        return
+    (y0, y1, x0, x1), t, v = res
+    cv.head_t[y0:y1, x0:x1] = t
+    cv.head_vis[y0:y1, x0:x1] = v
+
+
+def _coef(quads) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-member quadratics ``A + B u + C u^2`` (K, 3) as three float32 (K, 1, 1) arrays."""
+    q = np.asarray(quads, np.float64).reshape(-1, 3).astype(F32)[:, :, None, None]
+    return q[:, 0], q[:, 1], q[:, 2]
+
+
+class _DecalBatch:
+    """Decals of K members (e.g. both eyes) on equally sized pixel boxes, evaluated together.
+
+    Member ``k`` has one frame per "frame slot" ``f``; ``self.u[f]``, ``self.v[f]`` are the local
+    coordinates of the visible head surface point of each pixel, shape (K, h, w). Painting happens
+    on stacked copies of the canvas crops, written back by :meth:`finish`. Anti-aliasing uses the
+    pixel size measured along ``v`` (``kv``) and ``u`` (``ku``) of each tangent plane.
+    """
+
+    def __init__(self, cv: _Canvas, frames: Sequence[Sequence[Frame]], extents: Sequence[tuple[float, float, float, float]]):
+        """``frames[f][k]``: frame of slot ``f`` for member ``k``; ``extents[f]``: (u0, u1, v0, v1)."""
+        cam = cv.cam
+        rot = cam.rotation
+        self.cv = cv
+        self.ok = False
+        n_members = len(frames[0])
+        lo = np.full((n_members, 2), np.inf)
+        hi = np.full((n_members, 2), -np.inf)
+        slots = []
+        for fr_list, (u0, u1, v0, v1) in zip(frames, extents):
+            c = np.stack([f.center for f in fr_list]) @ rot.T + cam.translation
+            eu = np.stack([f.e_u for f in fr_list]) @ rot.T
+            ev = np.stack([f.e_v for f in fr_list]) @ rot.T
+            n = np.stack([f.n for f in fr_list]) @ rot.T
+            slots.append((c, eu, ev))
+            ru, rv = max(abs(u0), abs(u1)), max(abs(v0), abs(v1))
+            reach = max(ru, rv)
+            sag = reach * reach / 1.2 * np.hypot(n[:, 0], n[:, 1])  # surface behind the tangent plane
+            ext = np.abs(eu[:, :2]) * ru + np.abs(ev[:, :2]) * rv + sag[:, None]
+            lo = np.minimum(lo, c[:, :2] - ext)
+            hi = np.maximum(hi, c[:, :2] + ext)
+        # Pixel boxes of a common size.
+        s = cv.s
+        px0, px1 = cam.cx + s * lo[:, 0], cam.cx + s * hi[:, 0]
+        py0, py1 = cam.cy + s * (Y0 - hi[:, 1]), cam.cy + s * (Y0 - lo[:, 1])
+        wb = min(int(math.ceil(float((px1 - px0).max()))) + 3, cv.w)
+        hb = min(int(math.ceil(float((py1 - py0).max()))) + 3, cv.h)
+        boxes = []
+        for k in range(n_members):
+            if px1[k] < 0 or px0[k] > cv.w or py1[k] < 0 or py0[k] > cv.h:
+                x0 = y0 = 0  # off-image member: harmless box (its head coverage decides)
+            else:
+                x0 = min(max(int(math.floor(px0[k])) - 1, 0), cv.w - wb)
+                y0 = min(max(int(math.floor(py0[k])) - 1, 0), cv.h - hb)
+            boxes.append((y0, y0 + hb, x0, x0 + wb))
+        self.boxes = boxes
+        ys0 = np.array([b[0] for b in boxes])
+        xs0 = np.array([b[2] for b in boxes])
+        self.rows = (ys0[:, None] + np.arange(hb))[:, :, None]  # (K, h, 1)
+        self.cols = (xs0[:, None] + np.arange(wb))[:, None, :]  # (K, 1, w)
+        idx = (self.rows, self.cols)
+        self.vis = cv.head_vis[idx]
+        if not self.vis.any():
+            return
+        self.ok = True
+        t = cv.head_t[idx]
+        xs = cv.xs[self.cols]
+        ys = cv.ys[self.rows]
+        self.albedo = cv.albedo[idx]
+        self.emit = cv.emit[idx]
+        self.labels = cv.labels[idx] if cv.labels is not None else None
+        self.u, self.v, self.uu, self.ku, self.kv = [], [], [], [], []
+        for c, eu, ev in slots:
+            m = np.empty((n_members, 9), np.float64)
+            m[:, 0:3], m[:, 3:6], m[:, 6:9] = c, eu, ev
+            m = m.astype(F32)[:, :, None, None]
+            dx, dy, dz = xs - m[:, 0], ys - m[:, 1], t - m[:, 2]
+            u = m[:, 3] * dx + m[:, 4] * dy
+            u += m[:, 5] * dz
+            v = m[:, 6] * dx + m[:, 7] * dy
+            v += m[:, 8] * dz
+            self.u.append(u), self.v.append(v), self.uu.append(u * u)
+            # Pixels per unit of u and v on the tangent plane (projected axis lengths; floored
+            # so that planes seen edge-on keep a finite anti-aliasing width).
+            self.ku.append(_k(s * np.maximum(np.hypot(eu[:, 0], eu[:, 1]), 0.05)))
+            self.kv.append(_k(s * np.maximum(np.hypot(ev[:, 0], ev[:, 1]), 0.05)))
+
+    def band(self, f: int, top, bot, u_range=None) -> np.ndarray:
+        """Coverage of ``bot(u) <= v <= top(u)`` (per-member quadratics from :func:`_coef`)."""
+        u, v, uu, kv = self.u[f], self.v[f], self.uu[f], self.kv[f]
+        t0, t1, t2 = top
+        b0, b1, b2 = bot
+        d1 = t2 * uu
+        d1 += t0
+        if t1.any():
+            d1 += t1 * u
+        np.subtract(v, d1, out=d1)  # > 0 above the top curve
+        d2 = b2 * uu
+        d2 += b0
+        if b1.any():
+            d2 += b1 * u
+        d2 -= v  # > 0 below the bottom curve
+        d = np.maximum(d1, d2, out=d1)
+        d *= kv
+        if u_range is not None:
+            lo, hi = u_range
+            du = np.maximum(lo - u, u - hi)
+            du *= self.ku[f]
+            np.maximum(d, du, out=d)
+        np.subtract(F32(0.5), d, out=d)
+        return _clip01(d)
+
+    def ellipse(self, f: int, cu, cv_, a, b) -> tuple[np.ndarray, np.ndarray]:
+        """Coverage of per-member ellipses (parameters (K,) or scalars) and the normalised squared radius."""
+        a = np.maximum(np.asarray(a, np.float64), 1e-6)
+        b = np.maximum(np.asarray(b, np.float64), 1e-6)
+        du = (self.u[f] - _k(cu)) * _k(1.0 / a)
+        dv = (self.v[f] - _k(cv_)) * _k(1.0 / b)
+        r2 = du * du
+        r2 += dv * dv
+        # Pixel distance ~ (r - 1) * radius * pixels per unit (radius measured along v).
+        d = np.sqrt(r2)
+        d -= 1.0
+        d *= self.kv[f] * _k(b)
+        np.subtract(F32(0.5), d, out=d)
+        return _clip01(d), r2
+
+    def paint(self, cover: np.ndarray, color, label: Optional[int] = None) -> None:
+        color = np.asarray(color, F32)
+        if color.ndim == 2:  # per member (K, 3)
+            color = color[:, None, None, :]
+        self.albedo += cover[..., None] * (color - self.albedo)
+        if label is not None and self.labels is not None:
+            self.labels[cover > 0.5] = label
+
+    def finish(self) -> None:
+        cv, idx = self.cv, (self.rows, self.cols)
+        cv.albedo[idx] = self.albedo
+        cv.emit[idx] = self.emit
+        if self.labels is not None:
+            cv.labels[idx] = self.labels
+
+
+def _draw_decals(cv: _Canvas, model: FaceModel) -> None:
+    lab = PART_LABELS
+    idn = model.identity
+    skin = idn.rgb("skin")
+    # Cheeks: a soft blush.
+    r = model.cheek_radius
+    db = _DecalBatch(cv, [model.cheeks], [(-r, r, -r, r)])
+    if db.ok:
+        r2 = db.uu[0] + db.v[0] * db.v[0]
+        a = _clip01(1.0 - r2 * F32(1.0 / (r * r)))
+        a *= a
+        a *= db.vis
+        a *= F32(0.22)
+        db.paint(a, model.mouth.lip_color)
+        db.finish()
+    # Eyes and brows of both sides together: frame slot 0 = eye, 1 = brow.
+    eyes, brows = model.eyes, model.brows
+    ea, ba = eyes[0].a, brows[0].a
+    db = _DecalBatch(
+        cv, [[e.frame for e in eyes], [b.frame for b in brows]], [(-1.3 * ea, 1.3 * ea, -0.09, 0.12), (-ba, ba, -0.06, 0.12)]
+    )
+    if db.ok:
+        vis = db.vis
+        top = np.array([e.top for e in eyes])
+        bot = np.array([e.bot for e in eyes])
+        # Soft socket shadow around the eye.
+        du = db.u[0] * F32(1.0 / (1.3 * ea))
+        dv = (db.v[0] - F32(0.02)) * F32(1.0 / 0.085)
+        sh = du * du
+        sh += dv * dv
+        np.subtract(1.0, sh, out=sh)
+        sh = _clip01(sh)
+        sh *= vis
+        sh *= F32(-0.16)
+        sh += 1.0
+        db.albedo *= sh[..., None]
+        db.paint(
+            db.band(1, _coef([b.top for b in brows]), _coef([b.bot for b in brows]), (F32(-ba), F32(ba))) * vis * F32(0.92),
+            np.stack([b.color for b in brows]),
+            lab["brow"],
+        )
+        opening = db.band(0, _coef(top), _coef(bot))
+        opening *= vis
+        db.paint(opening, _SCLERA, lab["eye"])
+        if max(e.openness for e in eyes) > 0.05:
+            iris_uv = np.array([e.iris_uv for e in eyes])
+            r_iris = np.array([e.r_iris for e in eyes])
+            r_pupil = np.array([e.r_pupil for e in eyes])
+            open_ = opening * _k([float(e.openness > 0.05) for e in eyes])
+            ia, r2 = db.ellipse(0, iris_uv[:, 0], iris_uv[:, 1], r_iris, r_iris)
+            shade_iris = _clip01(r2)
+            shade_iris *= F32(-0.55)
+            shade_iris += F32(1.15)
+            iris_col = np.stack([e.iris_color for e in eyes]).astype(F32)[:, None, None, :] * shade_iris[..., None]
+            db.paint(ia * open_, iris_col)
+            pa, _ = db.ellipse(0, iris_uv[:, 0], iris_uv[:, 1], r_pupil, r_pupil)
+            db.paint(pa * open_, (0.03, 0.03, 0.03))
+            ga, _ = db.ellipse(0, iris_uv[:, 0] + 0.35 * r_iris, iris_uv[:, 1] + 0.4 * r_iris, 0.26 * r_iris, 0.26 * r_iris)
+            np.maximum(db.emit, F32(0.55) * ga * open_, out=db.emit)
+        lash_range = np.array([e.lash_range for e in eyes]).astype(F32)[:, :, None, None]
+        db.paint(
+            db.band(0, _coef([e.lash_top for e in eyes]), _coef([e.lash_bot for e in eyes]), (lash_range[:, 0], lash_range[:, 1]))
+            * vis,
+            idn.rgb("brow") * 0.45,
+        )
+        db.finish()
+    # Mouth.
+    m = model.mouth
+    db = _DecalBatch(cv, [[m.frame]], [(-m.a - 0.02, m.a + 0.02, m.outer_bot[0] - 0.05, m.outer_top[0] + 0.06)])
+    if db.ok:
+        vis = db.vis
+        lip = m.lip_color.astype(F32)
+        lips = db.band(0, _coef(m.outer_top), _coef(m.outer_bot))
+        lips *= vis
+        db.paint(lips, lip, lab["mouth"])
+        db.paint(db.band(0, _coef(m.outer_top), _coef(m.mid)) * vis, lip * F32(0.86))
+        if m.opening > 1e-3:
+            inner = db.band(0, _coef(m.inner_top), _coef(m.inner_bot))
+            inner *= vis
+            db.paint(inner, _MOUTH_IN)
+            db.paint(db.band(0, _coef(m.inner_top), _coef(m.teeth_bot)) * inner, _TEETH)
+        else:  # closed: a dark seam along the mouth line
+            sw = 0.0045
+            seam = db.band(0, _coef((m.mid[0] + sw, 0.0, m.mid[2])), _coef((m.mid[0] - sw, 0.0, m.mid[2])), (F32(-m.a), F32(m.a)))
+            db.paint(seam * vis * F32(0.8), lip * F32(0.4))
+        hl, _ = db.ellipse(0, 0.0, m.outer_bot[0] * 0.55, 0.4 * m.a, 0.35 * abs(m.outer_bot[0] - m.opening) + 1e-3)
+        db.paint(hl * lips * F32(0.25), np.minimum(lip * 1.5, 1.0))
+        db.finish()
+
+
+def _draw_glasses(cv: _Canvas, model: FaceModel) -> None:
+    gl = model.glasses
+    cam = cv.cam
+    color = gl.color.astype(F32)
+
+    def plane(frame: Frame, extent_u: float, extent_v: float):
+        c = cam.to_camera(frame.center, True)
+        eu, ev, n = cam.rotation @ frame.e_u, cam.rotation @ frame.e_v, cam.rotation @ frame.n
+        if abs(n[2]) < 0.05:
+            return None
+        corners = np.array([c + a * eu + b * ev for a in (-extent_u, extent_u) for b in (-extent_v, extent_v)])
+        lo, hi = corners.min(0), corners.max(0)
+        box = cv.bbox(0.5 * (lo[0] + hi[0]), 0.5 * (lo[1] + hi[1]), 0.5 * (hi[0] - lo[0]), 0.5 * (hi[1] - lo[1]))
+        if box is None:
+            return None
+        y0, y1, x0, x1 = box
+        dx = (cv.xs[x0:x1] - F32(c[0]))[None, :]
+        dy = (cv.ys[y0:y1] - F32(c[1]))[:, None]
+        dz = -(F32(n[0]) * dx + F32(n[1]) * dy) / F32(n[2])  # ray/plane intersection
+        dec = _DecalBatch.__new__(_DecalBatch)
+        u = (F32(eu[0]) * dx + F32(eu[1]) * dy + F32(eu[2]) * dz)[None]
+        v = (F32(ev[0]) * dx + F32(ev[1]) * dy + F32(ev[2]) * dz)[None]
+        dec.u, dec.v, dec.uu = [u], [v], [u * u]
+        dec.ku = [_k(cv.s * max(math.hypot(eu[0], eu[1]), 0.05))]
+        dec.kv = [_k(cv.s * max(math.hypot(ev[0], ev[1]), 0.05))]
+        depth = dz + F32(c[2])
+        return dec, box, depth, n.astype(F32)
+
+    res = plane(gl.frame, gl.lens_centers[1] + gl.lens_axes[0] + 0.03, gl.lens_axes[1] + 0.03)
+    if res is not None:
+        dec, box, depth, normal = res
+        y0, y1, x0, x1 = box
+        front = depth > cv.z[y0:y1, x0:x1]
+        la, lb = gl.lens_axes
+        rim = lens = None
+        for cu in gl.lens_centers:
+            outer, _ = dec.ellipse(0, cu, 0.0, la, lb)
+            inner, _ = dec.ellipse(0, cu, 0.0, la - gl.rim, lb - gl.rim)
+            ring = outer * (1 - inner)
+            rim = ring if rim is None else np.maximum(rim, ring)
+            lens = inner if lens is None else np.maximum(lens, inner)
+        br = (F32(gl.bridge_range[0]), F32(gl.bridge_range[1]))
+        rim = np.maximum(rim, dec.band(0, _coef(gl.bridge_top), _coef(gl.bridge_bot), br))[0]
+        # Faint lens tint, then the frame.
+        cv.composite(box, lens[0] * front * F32(0.12), np.array([0.85, 0.9, 0.95], F32))
+        cv.composite(box, rim * front, color, normal, 0.1, depth, PART_LABELS["glasses"])
+    for frame in gl.temples:
+        res = plane(frame, 0.5 * gl.temple_length + 0.02, 0.05)
+        if res is None:
+            continue
+        dec, box, depth, normal = res
+        y0, y1, x0, x1 = box
+        half = 0.5 * gl.temple_length
+        bar = dec.band(0, _coef((0.014, 0.0, 0.0)), _coef((-0.014, 0.0, 0.0)), (F32(-half), F32(half)))[0]
+        vis = bar * (depth > cv.z[y0:y1, x0:x1])
+        cv.composite(box, vis, color, normal, 0.05, depth, PART_LABELS["glasses"])
+
+
+# --------------------------------------------------------------------------------------------
+# Public API.
+
+
+def _lighting(identity: Identity, lighting, light_frame: str, camera: Camera) -> tuple[np.ndarray, float]:
+    if lighting is None:
+        az, el, amb = identity.light_azimuth, identity.light_elevation, identity.ambient
+    else:
+        if len(lighting) != 3:
+            raise ValueError(f"lighting must be (azimuth_deg, elevation_deg, ambient), got {lighting!r}")
+        az, el, amb = (float(x) for x in lighting)
+    d = light_direction(az, el)
+    if light_frame == "head":
+        d = camera.rotation @ d
+    elif light_frame != "camera":
+        raise ValueError(f"light_frame must be 'camera' or 'head', got {light_frame!r}")
+    return d, float(np.clip(amb, 0.0, 1.0))
+
+
+def render_model(
+    model: FaceModel,
+    pose: Sequence[float] = (0.0, 0.0, 0.0),
+    size: int | Sequence[int] = (128, 128),
+    *,
+    lighting: Optional[Sequence[float]] = None,
+    translation: Sequence[float] = (0.0, 0.0),
+    scale: float = 1.0,
+    supersample: int = 1,
+    light_frame: str = "camera",
+    return_labels: bool = False,
+    background: Optional[np.ndarray] = None,
+):
+    """Render a prebuilt :class:`FaceModel` (see :func:`render_face`).
+
+    ``background``: a precomputed :func:`render_background` of the rendering size (``size``
+    times ``supersample``) to reuse across frames of one identity.
+    """
+    h, w = _as_size(size)
+    k = int(supersample)
+    if k < 1:
+        raise ValueError(f"supersample must be a positive integer, got {supersample}")
+    cam_out = Camera.make(pose, (h, w), translation, scale)
+    cam = Camera.make(pose, (h * k, w * k), translation, scale) if k > 1 else cam_out
+    light, ambient = _lighting(model.identity, lighting, light_frame, cam)
+    cv = _Canvas((h * k, w * k), cam, light, ambient, return_labels)
+    if background is None:
+        background = render_background(model.identity, (h * k, w * k))
+    elif background.shape != (h * k, w * k, 3):
+        raise ValueError(f"background has shape {background.shape}, expected {(h * k, w * k, 3)}")
+    cv.albedo[...] = background
+
+    # Painter's order (plus a z-test): body, back hair, ears behind the head, head + decals,
+    # ears in front of the head, nose, hair shell, glasses.
+    table = _CamTable(cam, model.solids)
+    idx = table.index
+    solids = model.solids
+    head = [i for i, p in enumerate(solids) if p.head]
+    nose = [i for i, p in enumerate(solids) if p.label == PART_LABELS["nose"]]
+    ears = [i for i, p in enumerate(solids) if p.label == PART_LABELS["ear"]]
+    head_depth = float(table.c[head[0], 2])
+    one = lambda i: slice(i, i + 1)  # noqa: E731
+    for name in ("torso", "hair_back"):
+        if name in idx:
+            _draw_group(cv, table, one(idx[name]))
+    # The neck does not rotate with the head; it writes no depth, so the head (pivoting about its
+    # own centre) always passes in front of it instead of intersecting it.
+    _draw_group(cv, table, one(idx["neck"]), write_depth=False)
+    for i in ears:
+        if table.c[i, 2] <= head_depth:
+            _draw_group(cv, table, one(i))
+    _draw_head(cv, table, slice(head[0], head[-1] + 1))
+    _draw_decals(cv, model)
+    for i in ears:
+        if table.c[i, 2] > head_depth:
+            _draw_group(cv, table, one(i))
+    if nose:
+        _draw_group(cv, table, slice(nose[0], nose[-1] + 1), tau=0.02)
+    if "hair" in idx:
+        _draw_group(cv, table, one(idx["hair"]))
+    if model.glasses is not None:
+        _draw_glasses(cv, model)
+
+    img = cv.shade()
+    labels = cv.labels
+    if k > 1:
+        img = img.reshape(h, k, w, k, 3).mean(axis=(1, 3), dtype=F32)
+        if labels is not None:
+            labels = labels[k // 2 :: k, k // 2 :: k]
+    landmarks = project(model.landmarks, cam_out).astype(F32)
+    visibility = landmark_visibility(model, cam_out)
+    if return_labels:
+        return img.astype(F32), landmarks, visibility, labels
+    return img.astype(F32), landmarks, visibility
+
+
+def render_face(
+    identity: Identity,
+    pose: Sequence[float] = (0.0, 0.0, 0.0),
+    expression: Expression | Sequence[float] | np.ndarray | None = None,
+    size: int | Sequence[int] = (128, 128),
+    *,
+    lighting: Optional[Sequence[float]] = None,
+    translation: Sequence[float] = (0.0, 0.0),
+    scale: float = 1.0,
+    supersample: int = 1,
+    light_frame: str = "camera",
+    return_labels: bool = False,
+):
+    """Render one face.
+
+    Args:
+      identity: from :func:`sample_identity`.
+      pose: ``(yaw, pitch, roll)`` in degrees (conventions in :mod:`.geometry`).
+      expression: an :class:`Expression`, a vector in ``EXPRESSION_FIELDS`` order, or None (neutral).
+      size: ``(H, W)`` or an int.
+      lighting: ``(azimuth_deg, elevation_deg, ambient)`` overriding the identity's studio light.
+      translation: ``(tx, ty[, tz])`` head/body offset in head units (the face is about 2 units tall).
+      scale: zoom factor of the camera (1 = default framing).
+      supersample: render ``k`` times larger and box-filter down (edges are already anti-aliased).
+      light_frame: ``"camera"`` (studio light, default) or ``"head"`` (light rotates with the head;
+        used for multi-view captures of one moment).
+      return_labels: also return a uint8 part-label map (see ``PART_LABELS``).
+
+    Returns:
+      ``image`` float32 (H, W, 3) in [0, 1]; ``landmarks`` float32 (68, 2) pixel (x, y) with pixel
+      centres at integer coordinates, iBUG order; ``visibility`` bool (68,) (False where the head
+      itself hides the point); and ``labels`` (H, W) uint8 when requested.
+    """
+    from .geometry import as_expression
+
+    model = build_face_model(identity, as_expression(expression))
+    return render_model(
+        model, pose, size, lighting=lighting, translation=translation, scale=scale, supersample=supersample,
+        light_frame=light_frame, return_labels=return_labels,
+    )

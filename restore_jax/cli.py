@@ -1,0 +1,126 @@
+"""``restore-jax`` command line.
+
+    restore-jax train --config configs/<method>.py:<preset> --workdir DIR [--config.x=y ...]
+    restore-jax eval  --config configs/<method>.py:<preset> --workdir DIR [--checkpoint STEP] [--config.x=y ...]
+
+``train`` starts or resumes (from the latest good checkpoint in ``DIR``) a run; ``eval`` runs the
+method's evaluation protocols on a saved checkpoint and writes ``DIR/eval/<step>.json``.
+Multi-process runs: see ``launch/README.md`` (``RESTORE_JAX_*`` environment variables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import time
+from collections.abc import Sequence
+
+EPILOG = (
+    "Overrides: any config field as --config.<section>.<field>=VALUE, e.g. --config.optim.lr=5e-4 "
+    "--config.train.num_steps=2000. Presets: --config configs/baseline_sr.py:demo (paper | small | demo | ci)."
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="restore-jax",
+        description="Controllable face and video restoration in JAX: training and evaluation.",
+        epilog=EPILOG,
+        allow_abbrev=False,
+    )
+    sub = p.add_subparsers(dest="command", metavar="{train,eval}")
+    sub.required = True
+    for name, help_text in (
+        ("train", "train (or resume) a method from a config"),
+        ("eval", "evaluate a saved checkpoint with the method's protocols"),
+    ):
+        s = sub.add_parser(name, help=help_text, epilog=EPILOG, allow_abbrev=False)
+        s.add_argument("--config", required=True, help="config file and preset, e.g. configs/baseline_sr.py:demo")
+        s.add_argument("--workdir", required=True, help="run directory (checkpoints, TensorBoard logs, samples, eval)")
+        if name == "eval":
+            s.add_argument("--checkpoint", type=int, default=None, help="step to evaluate (default: latest)")
+    return p
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"restore-jax: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+
+    from restore_jax.train.errors import CheckpointError, ConfigError, NonFiniteError
+
+    try:
+        from restore_jax.train import config_loading
+
+        config_loading.ensure_configs_importable()
+        from configs import common
+
+        overrides = common.parse_override_args(extra)
+        config = config_loading.load_config(args.config, overrides)
+        workdir = pathlib.Path(args.workdir).expanduser()
+        if args.command == "eval" and not workdir.is_dir():
+            return _fail(f"workdir {workdir} does not exist; train first with: restore-jax train --config {args.config} --workdir {workdir}")
+
+        from restore_jax.train import distributed
+
+        distributed.initialize()
+        if args.command == "train":
+            return _train(config, workdir, args.config)
+        return _eval(config, workdir, args.checkpoint)
+    except (ConfigError, CheckpointError) as e:
+        return _fail(str(e))
+    except NonFiniteError as e:
+        return _fail(str(e), code=3)
+    except KeyboardInterrupt:
+        return _fail("interrupted", code=130)
+
+
+def _train(config, workdir: pathlib.Path, spec: str) -> int:
+    import jax
+
+    from restore_jax.train.loop import Trainer
+
+    main_process = jax.process_index() == 0
+    if main_process:
+        print(f"restore-jax train: {spec} -> {workdir}", flush=True)
+    t0 = time.perf_counter()
+    trainer = Trainer(config)
+    result = trainer.fit(workdir)
+    if main_process:
+        wall = time.perf_counter() - t0
+        status = "stopped early" if result.stopped_early else "done"
+        print(
+            f"{status}: step {result.step}/{config.train.num_steps} in {wall:.1f} s "
+            f"(training loop {result.wall_time_s:.1f} s); checkpoints in {workdir / 'checkpoints'}; "
+            f"TensorBoard: tensorboard --logdir {workdir / 'tb'}",
+            flush=True,
+        )
+    return 0
+
+
+def _eval(config, workdir: pathlib.Path, step: int | None) -> int:
+    import jax
+
+    from restore_jax.train.loop import evaluate_checkpoint
+
+    main_process = jax.process_index() == 0
+    log = print if main_process else (lambda *_: None)
+    step, results, tables = evaluate_checkpoint(config, workdir, step=step, log=log)
+    if main_process:
+        for t in tables:
+            print(t)
+        if not tables:
+            for k, v in sorted(results.items()):
+                print(f"{k}: {v:.6g}")
+        print(f"results written to {workdir / 'eval' / f'{step}.json'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Export a restoration model to a self-contained bundle (``jax.export`` + ``.npz`` + manifest).
+
+:func:`export_bundle` serializes ``f(params, x, controls) -> y`` with ``jax.export`` (StableHLO),
+symbolic in the batch size and in height / width, with the parameters as an *argument*: the
+weights live next to it in ``params.npz`` (plain arrays keyed by their flattened path, no
+pickle), so one exported function serves any checkpoint of the same architecture. The bundle
+loads with :func:`restore_jax.inference.bundle_loader.load_bundle`, which needs only ``jax`` and
+``numpy`` (a copy of that loader is written into the bundle).
+
+Size multiple. The input is exported with shape ``(b, m*hk, m*wk, C)``: height and width are
+``m`` times symbolic dimension variables, so the model's own reshapes (pixel-unshuffle,
+down-sampling by ``m``) see sizes that are provably divisible, and calling the function with a
+size that is not a multiple of ``m`` fails with "Division had remainder ...". jax 0.10 also accepts
+``symbolic_shape("b, h, w", constraints=("mod(h, m) == 0", ...))``; we use the linear form
+because its call-time error names the offending dimension. The loader pads inputs up to the
+multiple (bottom / right, ``pad_mode``) and crops the output, so callers never see the rule.
+
+Controls (e.g. a CFMD moment ``u`` in ``[0, 1]``) are exported as arrays ``[b, *shape]`` sharing
+the batch dimension ``b`` with the input; the manifest lists each one's range and default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import pathlib
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from restore_jax.inference import bundle_loader
+from restore_jax.inference.bundle_loader import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, MANIFEST_FILE
+
+__all__ = ["ControlSpec", "export_bundle", "flatten_params", "unflatten_params", "FUNCTION_FILE", "PARAMS_FILE"]
+
+FUNCTION_FILE = "function.jaxexport"
+PARAMS_FILE = "params.npz"
+LOADER_FILE = "bundle_loader.py"
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlSpec:
+    """One control input of an exported model: per-image value of ``shape`` and ``dtype``,
+    allowed range ``[min, max]`` (``None``: unbounded) and ``default`` (``None``: required)."""
+
+    default: Any = None
+    min: float | None = None
+    max: float | None = None
+    shape: tuple[int, ...] = ()
+    dtype: str = "float32"
+    description: str = ""
+
+    @classmethod
+    def of(cls, name: str, spec: Union["ControlSpec", Mapping[str, Any]]) -> "ControlSpec":
+        if isinstance(spec, ControlSpec):
+            out = spec
+        elif isinstance(spec, Mapping):
+            unknown = set(spec) - {f.name for f in dataclasses.fields(cls)}
+            if unknown:
+                raise ValueError(f"control {name!r}: unknown spec keys {sorted(unknown)}")
+            out = cls(**{**spec, "shape": tuple(spec.get("shape", ()))})
+        else:
+            raise TypeError(f"control {name!r}: expected a ControlSpec or a dict, got {type(spec).__name__}")
+        dtype = np.dtype(out.dtype)
+        if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer) or dtype == np.bool_):
+            raise ValueError(f"control {name!r}: dtype must be a float, int or bool type, got {out.dtype}")
+        if out.min is not None and out.max is not None and out.min > out.max:
+            raise ValueError(f"control {name!r}: min {out.min} > max {out.max}")
+        if out.default is not None:
+            d = np.asarray(out.default)
+            if d.shape not in ((), out.shape):
+                raise ValueError(f"control {name!r}: default of shape {d.shape} does not match shape {out.shape}")
+            if (out.min is not None and np.min(d) < out.min) or (out.max is not None and np.max(d) > out.max):
+                raise ValueError(f"control {name!r}: default {out.default} lies outside [{out.min}, {out.max}]")
+        return out
+
+    def to_json(self) -> dict:
+        default = self.default
+        if default is not None:
+            default = np.asarray(default).tolist()
+        return {
+            "default": default,
+            "min": self.min,
+            "max": self.max,
+            "shape": list(self.shape),
+            "dtype": np.dtype(self.dtype).name,
+            "description": self.description,
+        }
+
+
+def _key_name(entry: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)
+
+
+def flatten_params(params: Any) -> tuple[dict[str, np.ndarray], Any, list[str]]:
+    """Pytree of arrays -> (``{path: array}``, treedef, keys in leaf order).
+
+    A path joins the pytree keys with ``/`` (``"encoder/conv1/kernel"``); the trailing ``.value``
+    of Flax NNX variables is dropped. Typed PRNG keys are refused (export only parameters).
+    """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    flat: dict[str, np.ndarray] = {}
+    keys = []
+    for path, leaf in leaves:
+        parts = [_key_name(p) for p in path]
+        if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
+            parts = parts[:-1]
+        key = "/".join(parts) or "param"
+        if key in flat:
+            raise ValueError(f"two parameters flatten to the same name {key!r}; rename one of them")
+        if hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            raise ValueError(
+                f"parameter {key!r} is a PRNG key array; export only the parameters "
+                "(e.g. nnx.split(model, nnx.Param, ...) and pass the nnx.Param state)"
+            )
+        arr = np.asarray(jax.device_get(leaf))
+        if arr.dtype == object:
+            raise ValueError(f"parameter {key!r} is not an array (got {type(leaf).__name__})")
+        flat[key] = arr
+        keys.append(key)
+    return flat, treedef, keys
+
+
+def unflatten_params(flat: Mapping[str, Any], treedef: Any, keys: Sequence[str]) -> Any:
+    """Inverse of :func:`flatten_params`."""
+    return jax.tree_util.tree_unflatten(treedef, [flat[k] for k in keys])
+
+
+def _storable(arr: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """NumPy's .npy has no bfloat16 / float8: store those as unsigned ints of the same width."""
+    if arr.dtype.kind == "V" or not arr.dtype.isbuiltin:
+        return arr.view(np.dtype(f"uint{8 * arr.dtype.itemsize}")), arr.dtype.name
+    return arr, None
+
+
+def _input_spec(multiple: int, channels: int) -> str:
+    if multiple == 1:
+        return f"b, h, w, {channels}"
+    return f"b, {multiple}*hk, {multiple}*wk, {channels}"
+
+
+def export_bundle(
+    apply_fn: Callable[..., Any],
+    params: Any,
+    out_dir: Union[str, pathlib.Path],
+    *,
+    example_input_shape: Sequence[int],
+    dtype: Any = jnp.float32,
+    multiple: int = 1,
+    scale: int = 1,
+    controls: Mapping[str, Union[ControlSpec, Mapping[str, Any]]] | None = None,
+    manifest_extra: Mapping[str, Any] | None = None,
+    method: str = "custom",
+    input_range: tuple[float, float] = (0.0, 1.0),
+    output_range: tuple[float, float] = (0.0, 1.0),
+    pad_mode: str = "reflect",
+    platforms: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> pathlib.Path:
+    """Write a bundle for ``apply_fn(params, x, **controls) -> y`` to ``out_dir``; returns its path.
+
+    ``example_input_shape``: ``(H, W, C)`` or ``(B, H, W, C)``; fixes the channel count ``C`` and is
+    used to check (by abstract evaluation, no compile) that the output is ``scale`` times larger.
+    Batch, height and width are exported symbolically (height and width as multiples of
+    ``multiple``). ``controls``: name -> :class:`ControlSpec` (or a dict of its fields); each is
+    passed to ``apply_fn`` as an array ``[b, *shape]``. ``platforms``: lowering platforms, e.g.
+    ``("cpu", "cuda")`` (default: the current backend); the function runs only on those.
+    ``manifest_extra`` is stored under ``manifest["extra"]`` (JSON-serialisable: checkpoint step,
+    config name, ...). ``pad_mode``: how the loader pads to the multiple (``jnp.pad`` mode).
+    """
+    out_dir = pathlib.Path(out_dir)
+    shape = tuple(int(s) for s in example_input_shape)
+    if len(shape) not in (3, 4) or min(shape) < 1:
+        raise ValueError(f"example_input_shape must be (H, W, C) or (B, H, W, C) with positive sizes, got {example_input_shape}")
+    for name, v in (("multiple", multiple), ("scale", scale)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if pad_mode not in ("reflect", "symmetric", "edge", "constant"):
+        raise ValueError(f"pad_mode must be 'reflect', 'symmetric', 'edge' or 'constant', got {pad_mode!r}")
+    channels = shape[-1]
+    in_dtype = jnp.dtype(dtype)
+    specs = {str(k): ControlSpec.of(str(k), v) for k, v in (controls or {}).items()}
+    extra = dict(manifest_extra or {})
+    try:
+        json.dumps(extra)
+    except TypeError as exc:
+        raise ValueError(f"manifest_extra must be JSON-serialisable: {exc}") from exc
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir} exists and is not empty; choose another directory or pass overwrite=True")
+
+    flat, treedef, keys = flatten_params(params)
+
+    def exported_fn(flat_params, x, ctrl):
+        return apply_fn(unflatten_params(flat_params, treedef, keys), x, **ctrl)
+
+    # Abstract check on the example (padded to the multiple): output must be scale x the input.
+    b_ex = shape[0] if len(shape) == 4 else 1
+    h_ex, w_ex = (-(-shape[-3] // multiple) * multiple, -(-shape[-2] // multiple) * multiple)
+    ex_ctrl = {k: jax.ShapeDtypeStruct((b_ex,) + s.shape, np.dtype(s.dtype)) for k, s in specs.items()}
+    flat_sds = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in flat.items()}
+    out_ex = jax.eval_shape(exported_fn, flat_sds, jax.ShapeDtypeStruct((b_ex, h_ex, w_ex, channels), in_dtype), ex_ctrl)
+    if not isinstance(out_ex, jax.ShapeDtypeStruct) or len(out_ex.shape) != 4:
+        raise ValueError(f"apply_fn must return one NHWC array; for input ({b_ex}, {h_ex}, {w_ex}, {channels}) it returned {out_ex}")
+    if out_ex.shape[:3] != (b_ex, h_ex * scale, w_ex * scale):
+        raise ValueError(
+            f"apply_fn maps ({b_ex}, {h_ex}, {w_ex}, {channels}) to {tuple(out_ex.shape)}, expected "
+            f"({b_ex}, {h_ex * scale}, {w_ex * scale}, C): check scale={scale}"
+        )
+
+    x_shape = jax.export.symbolic_shape(_input_spec(multiple, channels))
+    b = x_shape[0]
+    x_sds = jax.ShapeDtypeStruct(x_shape, in_dtype)
+    ctrl_sds = {k: jax.ShapeDtypeStruct((b,) + s.shape, np.dtype(s.dtype)) for k, s in specs.items()}
+    try:
+        exp = jax.export.export(jax.jit(exported_fn), platforms=platforms)(flat_sds, x_sds, ctrl_sds)
+    except Exception as exc:  # noqa: BLE001 - add the context the user needs, keep the cause
+        raise ValueError(
+            f"jax.export failed for input shape {x_shape} (symbolic batch / height / width): "
+            f"{type(exc).__name__}: {exc}\nThe model must not branch in Python on the batch or image size "
+            "(use jnp ops or shapes derived by arithmetic), and every size it divides must be a divisor of "
+            f"multiple={multiple}."
+        ) from exc
+    out_aval = exp.out_avals[0] if len(exp.out_avals) == 1 else None
+    if out_aval is None or out_aval.ndim != 4:
+        raise ValueError(f"apply_fn must return one NHWC array, got {exp.out_avals}")
+
+    stored_dtypes = {}
+    to_save = {}
+    for key, arr in flat.items():
+        to_save[key], orig = _storable(arr)
+        if orig is not None:
+            stored_dtypes[key] = orig
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "format_version": BUNDLE_FORMAT_VERSION,
+        "method": method,
+        "scale": int(scale),
+        "multiple": int(multiple),
+        "pad_mode": pad_mode,
+        "input": {
+            "layout": "NHWC",
+            "channels": channels,
+            "color": "RGB" if channels == 3 else f"{channels} channels",
+            "dtype": in_dtype.name,
+            "range": [float(input_range[0]), float(input_range[1])],
+            "shape": str(tuple(x_shape)),
+        },
+        "output": {
+            "layout": "NHWC",
+            "channels": int(out_aval.shape[-1]),
+            "dtype": np.dtype(out_aval.dtype).name,
+            "range": [float(output_range[0]), float(output_range[1])],
+            "shape": str(tuple(out_aval.shape)),
+        },
+        "controls": {k: s.to_json() for k, s in specs.items()},
+        "function": {
+            "file": FUNCTION_FILE,
+            "signature": "f(params: {path: array}, x: [b, h, w, C], controls: {name: [b, *shape]}) -> [b, h*scale, w*scale, C_out]",
+            "platforms": list(exp.platforms),
+            "calling_convention_version": int(exp.calling_convention_version),
+        },
+        "params": {
+            "file": PARAMS_FILE,
+            "count": len(flat),
+            "size": int(sum(a.size for a in flat.values())),
+            "stored_dtypes": stored_dtypes,
+        },
+        "jax_version": jax.__version__,
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "extra": extra,
+    }
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST_FILE).unlink(missing_ok=True)  # an overwritten bundle is incomplete until the end
+    (out_dir / FUNCTION_FILE).write_bytes(bytes(exp.serialize()))
+    with open(out_dir / PARAMS_FILE, "wb") as f:
+        np.savez(f, **to_save)
+    shutil.copyfile(bundle_loader.__file__, out_dir / LOADER_FILE)
+    # The manifest is written last: a bundle with a manifest is complete.
+    (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    return out_dir

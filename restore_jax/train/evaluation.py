@@ -1,0 +1,276 @@
+"""Evaluation protocols: a registry of named evaluators run during training and by ``restore-jax eval``.
+
+An evaluator is ``fn(ctx: EvalContext) -> dict[str, float]`` registered with
+``@register_evaluator('name')``; ``config.eval.protocols`` lists the ones a method runs and
+``config.eval.<name>`` holds each one's settings. Results of a run at step ``s`` are written to
+``<workdir>/eval/<s>.json`` (process 0) and logged to TensorBoard as ``eval/<key>``.
+
+Built-in protocol ``sr_psnr_ssim`` (single-image SR): PSNR/SSIM of the model output and of the
+MATLAB-bicubic upsampling of the same input against the ground truth, on the BT.601 Y channel
+with ``crop_border`` pixels (default: the scale) removed, outputs clipped to [0, 1] and rounded to
+8 bits (the usual protocol). Data: the method's held-out split (synthetic faces by default) and,
+when present, a folder of real faces (``../shared/data/faces128/val`` by default) whose LR inputs
+are made with MATLAB bicubic downsampling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+from restore_jax.metrics import psnr, ssim
+from restore_jax.ops import imresize
+from restore_jax.train.mesh import batch_shards, make_global_batch
+
+_EVALUATORS: dict[str, Callable[["EvalContext"], dict[str, float]]] = {}
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def register_evaluator(name: str):
+    """Decorator: register ``fn(ctx) -> dict[str, float]`` under ``name``."""
+
+    def deco(fn):
+        if name in _EVALUATORS and _EVALUATORS[name] is not fn:
+            raise ValueError(f"evaluator {name!r} is already registered")
+        _EVALUATORS[name] = fn
+        return fn
+
+    return deco
+
+
+def evaluator_names() -> list[str]:
+    return sorted(_EVALUATORS)
+
+
+def get_evaluator(name: str):
+    try:
+        return _EVALUATORS[name]
+    except KeyError:
+        raise KeyError(f"unknown evaluation protocol {name!r}; registered: {', '.join(evaluator_names())}") from None
+
+
+@dataclasses.dataclass
+class EvalContext:
+    """What an evaluator gets: the config, the mesh, parameters to evaluate and a jitted predictor."""
+
+    config: Any
+    mesh: jax.sharding.Mesh
+    params: Mapping[str, Any]  # {network: params} (EMA copies when config.eval.use_ema and EMA is on)
+    predict_fn: Callable  # jitted (params, batch) -> float32 output (sharded like the batch)
+    step: int
+    workdir: pathlib.Path
+    log: Callable[[str], None] = print
+    cache: dict = dataclasses.field(default_factory=dict)  # evaluators may memoise compiled fns here
+    tables: list = dataclasses.field(default_factory=list)  # human-readable result tables
+
+
+def run_evaluators(ctx: EvalContext, names: Iterable[str]) -> dict[str, float]:
+    """Run the named protocols; returns the merged ``{key: value}`` and writes ``eval/<step>.json``."""
+    results: dict[str, float] = {}
+    for name in names:
+        out = get_evaluator(name)(ctx)
+        results.update({k: float(v) for k, v in out.items()})
+    write_results(ctx.workdir, ctx.step, results, ctx.tables)
+    return results
+
+
+def write_results(workdir: str | pathlib.Path, step: int, results: Mapping[str, float], tables=()) -> pathlib.Path | None:
+    """``<workdir>/eval/<step>.json`` with the scalar results (process 0 only)."""
+    if jax.process_index() != 0:
+        return None
+    path = pathlib.Path(workdir) / "eval" / f"{int(step)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"step": int(step), "results": dict(results), "tables": list(tables)}
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# sr_psnr_ssim
+
+
+def _quantize(x: jax.Array) -> jax.Array:
+    return jnp.round(jnp.clip(x, 0.0, 1.0) * 255.0) / 255.0
+
+
+def _sr_metrics_fn(predict_fn, *, scale: int, crop: int, y_channel: bool, lr_key: str, hr_key: str):
+    """Jitted ``(params, batch) -> per-example {psnr, ssim, bicubic_psnr, bicubic_ssim}``."""
+
+    def fn(params, batch):
+        out = _quantize(predict_fn(params, batch))
+        bic = _quantize(imresize(batch[lr_key].astype(jnp.float32), scale=scale))
+        hr = _quantize(batch[hr_key].astype(jnp.float32))
+        kw = dict(crop_border=crop, y_channel=y_channel, data_range=1.0)
+        return {
+            "psnr": psnr(out, hr, **kw),
+            "ssim": ssim(out, hr, **kw),
+            "bicubic_psnr": psnr(bic, hr, **kw),
+            "bicubic_ssim": ssim(bic, hr, **kw),
+        }
+
+    return jax.jit(fn)
+
+
+def _gather(x: jax.Array) -> np.ndarray:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def evaluate_sr_batches(ctx: EvalContext, batches: Iterable[Mapping[str, np.ndarray]], *, max_examples: int) -> dict[str, float]:
+    """Mean metrics over local batches (with optional ``mask`` key) of an SR evaluation set."""
+    cfg = ctx.config
+    settings = cfg.eval.sr_psnr_ssim
+    scale = int(cfg.model.scale)
+    crop = scale if settings.crop_border < 0 else int(settings.crop_border)
+    key = ("sr_metrics", crop, bool(settings.y_channel))
+    if key not in ctx.cache:
+        ctx.cache[key] = _sr_metrics_fn(
+            ctx.predict_fn,
+            scale=scale,
+            crop=crop,
+            y_channel=bool(settings.y_channel),
+            lr_key=cfg.model.input_key,
+            hr_key=cfg.model.target_key,
+        )
+    fn = ctx.cache[key]
+    sums: dict[str, float] = {}
+    count = 0
+    for local in batches:
+        batch = make_global_batch(
+            {k: local[k] for k in (cfg.model.input_key, cfg.model.target_key, "mask") if k in local}, ctx.mesh
+        )
+        mask = _gather(batch["mask"]) if "mask" in batch else None
+        per_example = {k: _gather(v) for k, v in fn(ctx.params, batch).items()}
+        if mask is None:
+            mask = np.ones_like(next(iter(per_example.values())))
+        remaining = max_examples - count if max_examples > 0 else None
+        keep = mask > 0
+        if remaining is not None:
+            idx = np.flatnonzero(keep)[:remaining]
+            keep = np.zeros_like(keep)
+            keep[idx] = True
+        for k, v in per_example.items():
+            sums[k] = sums.get(k, 0.0) + float(np.sum(np.where(keep, v.astype(np.float64), 0.0)))
+        count += int(keep.sum())
+        if max_examples > 0 and count >= max_examples:
+            break
+    if count == 0:
+        raise ValueError("the evaluation set is empty")
+    out = {k: v / count for k, v in sums.items()}
+    out["n"] = float(count)
+    return out
+
+
+def _local_eval_batch(ctx: EvalContext, global_batch: int) -> int:
+    shards = batch_shards(ctx.mesh)
+    if global_batch % shards or global_batch % jax.process_count():
+        raise ValueError(
+            f"eval batch size {global_batch} must be divisible by the data-parallel size {shards} "
+            f"and the process count {jax.process_count()}"
+        )
+    return global_batch // jax.process_count()
+
+
+def default_real_faces_dir() -> pathlib.Path:
+    """``<repo>/../shared/data/faces128/val`` (the shared real-face validation set)."""
+    return REPO_ROOT.parent / "shared" / "data" / "faces128" / "val"
+
+
+def resolve_real_dir(setting: str) -> pathlib.Path | None:
+    """``''`` -> the default shared folder; ``'none'`` -> disabled; relative paths from the repo root."""
+    if setting.lower() == "none":
+        return None
+    if not setting:
+        return default_real_faces_dir()
+    p = pathlib.Path(setting).expanduser()
+    return p if p.is_absolute() else (REPO_ROOT / p)
+
+
+def _real_faces_data_config(data_config, root: pathlib.Path, scale: int):
+    cfg = data_config.to_dict() if hasattr(data_config, "to_dict") else dict(data_config)
+    cfg["source"] = {"name": "image_folder", "kwargs": {"root": str(root), "on_error": "skip"}, "splits": {}}
+    cfg["builder"] = {"name": "sr_pair", "kwargs": {"hr_size": None, "scale": scale}}
+    cfg["num_workers"] = 0
+    return cfg
+
+
+def _table(title: str, rows: list[tuple[str, Mapping[str, float]]]) -> str:
+    head = f"{'dataset':<18} {'n':>5} {'PSNR model':>11} {'PSNR bicubic':>13} {'SSIM model':>11} {'SSIM bicubic':>13}"
+    lines = [title, head, "-" * len(head)]
+    for name, r in rows:
+        lines.append(
+            f"{name:<18} {int(r['n']):>5} {r['psnr']:>11.2f} {r['bicubic_psnr']:>13.2f} "
+            f"{r['ssim']:>11.4f} {r['bicubic_ssim']:>13.4f}"
+        )
+    return "\n".join(lines)
+
+
+@register_evaluator("sr_psnr_ssim")
+def sr_psnr_ssim(ctx: EvalContext) -> dict[str, float]:
+    """Model vs bicubic PSNR/SSIM (Y, crop = scale, 8-bit) on held-out synthetic faces and real faces."""
+    from input_pipelines.pipeline import build_eval  # the data package (Grain); imported lazily
+
+    cfg = ctx.config
+    s = cfg.eval.sr_psnr_ssim
+    scale = int(cfg.model.scale)
+    local_bs = _local_eval_batch(ctx, int(s.batch_size))
+    results: dict[str, float] = {}
+    rows = []
+    it = build_eval(cfg.data, s.split, local_bs)
+    try:
+        r = evaluate_sr_batches(ctx, it, max_examples=int(s.num_examples))
+    finally:
+        if hasattr(it, "close"):
+            it.close()
+    results.update({f"{s.name}/{k}": v for k, v in r.items()})
+    rows.append((s.name, r))
+    real = resolve_real_dir(s.real_dir)
+    if real is not None and real.is_dir():
+        data = _real_faces_data_config(cfg.data, real, scale)
+        it = build_eval(data, "val", local_bs)
+        r = evaluate_sr_batches(ctx, it, max_examples=int(s.real_max_examples))
+        results.update({f"{s.real_name}/{k}": v for k, v in r.items()})
+        rows.append((s.real_name, r))
+    elif real is not None:
+        ctx.log(f"[eval] real-face set not found at {real}: skipped (set --config.eval.sr_psnr_ssim.real_dir)")
+    crop = scale if s.crop_border < 0 else int(s.crop_border)
+    title = (
+        f"sr_psnr_ssim at step {ctx.step}: x{scale}, {'Y channel' if s.y_channel else 'RGB'}, "
+        f"crop {crop}, 8-bit outputs"
+    )
+    table = _table(title, rows)
+    ctx.tables.append(table)
+    return results
+
+
+def sr_psnr_ssim_config(**overrides: Any):
+    """Default settings section ``config.eval.sr_psnr_ssim``."""
+    from ml_collections import ConfigDict
+
+    c = ConfigDict()
+    c.name = "synthetic"  # result-key prefix for the method's own held-out split
+    c.split = "val"
+    c.batch_size = 16  # global
+    c.num_examples = 0  # 0: the whole split
+    c.crop_border = -1  # -1: the scale factor
+    c.y_channel = True
+    c.real_dir = ""  # '' = ../shared/data/faces128/val next to the repo; 'none' disables
+    c.real_name = "faces128_val"
+    c.real_max_examples = 0
+    c.update(overrides)
+    return c
+
+
+def is_better(value: float, best: float | None, mode: str) -> bool:
+    if best is None or not math.isfinite(best):
+        return True
+    return value > best if mode == "max" else value < best

@@ -1,0 +1,436 @@
+"""The host training loop: build once, resume, step, log, evaluate, checkpoint, guard against NaN.
+
+``Trainer(config)`` builds everything that is compiled (init, step, predict) once for a mesh;
+``Trainer.fit(workdir)`` runs (or resumes) a training run in ``workdir``::
+
+    <workdir>/checkpoints/<step>/   Orbax checkpoints (state, data_iter, config)
+    <workdir>/tb/                   TensorBoard event files
+    <workdir>/samples/*.png         input | output | target grids
+    <workdir>/eval/<step>.json      evaluation results
+    <workdir>/profile/              profiler trace (when log.profile_start_step >= 0)
+
+The compiled functions are reused across ``fit`` calls on the same ``Trainer`` (tests share them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+from restore_jax.train import evaluation as evaluation_lib
+from restore_jax.train import mesh as mesh_lib
+from restore_jax.train.errors import CheckpointError, NonFiniteError
+from restore_jax.train.optim import make_optimizers
+from restore_jax.train.state import TrainState, count_params, graphdefs_of, make_init_fn
+from restore_jax.train.steps import build_step, contrastive_init_extras, make_predict_fn
+
+_LOW_OPT = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+DataFactory = Callable[..., Iterator[Mapping[str, np.ndarray]]]
+
+
+def default_data_factory(config, *, split, global_batch_size, seed, shuffle=True, num_epochs=None):
+    """Training batches from ``input_pipelines.build`` (local batches of this process)."""
+    from input_pipelines.pipeline import build
+
+    return build(
+        config.data,
+        split=split,
+        global_batch_size=global_batch_size,
+        seed=seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        shuffle=shuffle,
+        num_epochs=num_epochs,
+    )
+
+
+@dataclasses.dataclass
+class FitResult:
+    state: TrainState
+    step: int
+    history: list[dict[str, float]]  # logged scalars, one dict per log point
+    eval_results: dict[str, float]
+    stopped_early: bool = False
+    skipped_steps: int = 0
+    wall_time_s: float = 0.0
+    data_state: Any = None  # the data iterator's position at the end (get_state())
+
+
+class _SigtermFlag:
+    """SIGTERM -> save a checkpoint at the next step boundary and stop (single-process runs).
+
+    Multi-process runs rely on the JAX preemption sync point (Orbax's preemption policy) instead, so
+    that every process saves the same step.
+    """
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous = None
+
+    def __enter__(self):
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        del signum, frame
+        self.raised = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class Trainer:
+    """Everything compiled for one config and mesh; ``fit`` runs a (resumable) training run."""
+
+    def __init__(
+        self,
+        config,
+        *,
+        mesh: jax.sharding.Mesh | None = None,
+        recipe=None,
+        data_factory: DataFactory | None = None,
+    ):
+        from restore_jax.models import registry
+        from restore_jax.train.config_loading import ensure_configs_importable
+
+        ensure_configs_importable()
+        from configs import common
+
+        self.config = config
+        self.mesh = mesh if mesh is not None else mesh_lib.make_mesh(config.mesh)
+        common.validate(config, num_devices=self.mesh.size, process_count=jax.process_count())
+        self.recipe = recipe if recipe is not None else registry.make_recipe(config)
+        self.data_factory = data_factory or default_data_factory
+        self.graphdefs = graphdefs_of(self.recipe.networks)
+        trained = ("D", "G") if self.recipe.step_kind == "gan" else (self.recipe.primary,)
+        self.optimizers = make_optimizers(config, trained, self.recipe.primary)
+        ema = (self.recipe.primary,) if config.train.ema_decay > 0 else ()
+        init_extras = None
+        if self.recipe.step_kind == "contrastive":
+            c = config.contrastive
+            init_extras = contrastive_init_extras(self.recipe.primary, int(c.queue_size), int(c.embed_dim))
+        self._init = make_init_fn(self.recipe.networks, self.optimizers, ema_networks=ema, init_extras=init_extras)
+        self.abstract_state = jax.eval_shape(self._init, jax.random.key(0))
+        self.state_sharding = mesh_lib.state_shardings(self.abstract_state, self.mesh, config.sharding)
+        self.batch_sharding = mesh_lib.batch_sharding(self.mesh)
+        self.replicated = mesh_lib.replicated(self.mesh)
+        # Init runs once: on CPU compile it without optimisation (its threefry-heavy graph otherwise
+        # takes seconds per parameter array to compile on CPU).
+        init_opts = _LOW_OPT if self.mesh.devices.flat[0].platform == "cpu" else None
+        self.init_fn = jax.jit(self._init, out_shardings=self.state_sharding, compiler_options=init_opts)
+        step = build_step(self.recipe, self.graphdefs, self.optimizers, config)
+        self.step_fn = jax.jit(
+            step,
+            in_shardings=(self.state_sharding, self.batch_sharding),
+            out_shardings=(self.state_sharding, self.replicated),
+            donate_argnums=0,
+        )
+        self.predict_fn = None
+        if self.recipe.predict is not None:
+            self.predict_fn = jax.jit(
+                make_predict_fn(
+                    self.graphdefs,
+                    self.recipe.predict,
+                    compute_dtype=config.train.compute_dtype,
+                    input_keys=self.recipe.input_keys,
+                ),
+                out_shardings=self.batch_sharding,
+            )
+        self._eval_cache: dict = {}
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def init_state(self) -> TrainState:
+        """Fresh state from ``config.seed`` (sharded by the rules at creation: no host copy)."""
+        return self.init_fn(jax.random.key(int(self.config.seed)))
+
+    def abstract_restore_target(self) -> TrainState:
+        """``ShapeDtypeStruct`` tree with this mesh's shardings: the restore target."""
+        return mesh_lib.with_shardings(self.abstract_state, self.state_sharding)
+
+    def make_checkpointer(self, workdir: str | pathlib.Path):
+        from restore_jax.train.checkpointing import CheckpointManager
+
+        c = self.config.checkpoint
+        return CheckpointManager(
+            pathlib.Path(workdir) / "checkpoints",
+            every_steps=int(c.every_steps),
+            keep_last=int(c.keep_last),
+            keep_best=int(c.keep_best),
+            best_metric=c.best_metric,
+            best_mode=c.best_mode,
+            async_save=bool(c.async_save),
+        )
+
+    def make_data_iter(self):
+        t = self.config.train
+        return self.data_factory(
+            self.config, split="train", global_batch_size=int(t.global_batch_size), seed=int(self.config.seed)
+        )
+
+    def global_batch(self, local_batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+        """Global arrays of the keys the recipe needs from this process's local batch."""
+        keys = self.recipe.batch_keys
+        if keys is not None:
+            missing = [k for k in keys if k not in local_batch]
+            if missing:
+                raise KeyError(
+                    f"the data gives keys {sorted(local_batch)} but {self.config.method} needs {list(keys)}; "
+                    "check config.data.builder"
+                )
+            local_batch = {k: local_batch[k] for k in keys}
+        return mesh_lib.make_global_batch(local_batch, self.mesh)
+
+    def eval_params(self, state: TrainState) -> dict[str, Any]:
+        if self.config.eval.use_ema and state.ema_params:
+            return {**state.params, **state.ema_params}
+        return dict(state.params)
+
+    # -- evaluation ------------------------------------------------------------------------------
+
+    def evaluate(self, state: TrainState, workdir: str | pathlib.Path, *, log=print) -> tuple[dict[str, float], list[str]]:
+        """Run ``config.eval.protocols`` on ``state``; writes ``eval/<step>.json``; returns results and tables."""
+        names = tuple(self.config.eval.protocols)
+        if not names or self.predict_fn is None:
+            return {}, []
+        ctx = evaluation_lib.EvalContext(
+            config=self.config,
+            mesh=self.mesh,
+            params=self.eval_params(state),
+            predict_fn=self.predict_fn,
+            step=int(jax.device_get(state.step)),
+            workdir=pathlib.Path(workdir),
+            log=log,
+            cache=self._eval_cache,
+        )
+        results = evaluation_lib.run_evaluators(ctx, names)
+        return results, ctx.tables
+
+    def sample_columns(self, state: TrainState, batch: Mapping[str, jax.Array], n: int) -> list[np.ndarray]:
+        """(input, output, target) images of the first ``n`` examples of a global batch."""
+        in_key, tgt_key = self.recipe.image_keys
+        out = self.predict_fn(self.eval_params(state), batch)
+        # Every process takes part (the arrays span processes); each gets the full rows back.
+        return [np.asarray(multihost_utils.process_allgather(c, tiled=True))[:n] for c in (batch[in_key], out, batch[tgt_key])]
+
+    # -- training --------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        workdir: str | pathlib.Path,
+        *,
+        stop_after: int | None = None,
+        stream=None,
+        logger=None,
+    ) -> FitResult:
+        """Train from scratch or resume from ``workdir``'s latest good checkpoint up to ``train.num_steps``.
+
+        ``stop_after``: stop (after saving a checkpoint) once this many total steps are done; the
+        run resumes from there (tests, time-boxed jobs). Raises :class:`NonFiniteError` under
+        ``nan_policy='stop'`` when a step is non-finite (no checkpoint is written for it).
+        """
+        from restore_jax.train.logging import ProfilerWindow, RunLogger, Throughput
+
+        cfg = self.config
+        workdir = pathlib.Path(workdir)
+        if jax.process_index() == 0:
+            workdir.mkdir(parents=True, exist_ok=True)
+        total = int(cfg.train.num_steps)
+        end = total if stop_after is None else min(total, int(stop_after))
+        gbs = int(cfg.train.global_batch_size)
+        logger = logger or RunLogger(
+            workdir, total_steps=total, global_batch_size=gbs, console=cfg.log.console, stream=stream
+        )
+        ckpt = self.make_checkpointer(workdir) if cfg.checkpoint.enabled else None
+        data_iter = self.make_data_iter()
+        t_wall = time.perf_counter()
+        history: list[dict[str, float]] = []
+        eval_results: dict[str, float] = {}
+        skipped = 0
+        stopped_early = False
+        profiler = ProfilerWindow(workdir / "profile", cfg.log.profile_start_step, cfg.log.profile_num_steps, logger.is_main)
+        try:
+            state, step = self._start(ckpt, data_iter, logger)
+            start_step = step
+            logger.mark_start(step)
+            if step >= end:
+                logger.info(f"nothing to do: already at step {step} (train.num_steps={total})")
+            throughput = Throughput()
+            pending: list[tuple[int, dict[str, jax.Array]]] = []
+            consecutive_bad = 0
+            interval: list[dict[str, Any]] = []
+            last_batch = None
+            with _SigtermFlag() as sigterm:
+                while step < end:
+                    profiler.before_step(step)
+                    t0 = time.perf_counter()
+                    try:
+                        local = next(data_iter)
+                    except StopIteration:
+                        logger.info(f"the training data ran out at step {step}; stopping")
+                        break
+                    batch = self.global_batch(local)
+                    t_data = time.perf_counter() - t0
+                    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                        state, metrics = self.step_fn(state, batch)
+                    step += 1
+                    throughput.add(1, t_data)
+                    pending.append((step, metrics))
+                    last_batch = batch
+                    profiler.after_step(step, sync=metrics)
+
+                    is_log = step % cfg.log.every_steps == 0 or step == end
+                    is_ckpt = ckpt is not None and (ckpt.should_save(step) or step == end or sigterm.raised)
+                    is_eval = cfg.eval.every_steps > 0 and step % cfg.eval.every_steps == 0
+                    is_image = cfg.log.image_every_steps > 0 and step % cfg.log.image_every_steps == 0
+                    if not (is_log or is_ckpt or is_eval or is_image or len(pending) >= 100):
+                        continue
+
+                    # Sync point: fetch pending metrics, apply the NaN policy before anything is saved.
+                    fetched = jax.device_get(pending)
+                    pending = []
+                    for s, m in fetched:
+                        if m["finite"] < 0.5:
+                            skipped += 1
+                            consecutive_bad += 1
+                            self._on_nonfinite(s, m, consecutive_bad, logger)
+                        else:
+                            consecutive_bad = 0
+                            interval.append(m)
+                    if is_log:
+                        # finite steps since the last log point, averaged (the last value for lr)
+                        scalars = {k: float(np.mean([m[k] for m in interval])) for k in interval[0]} if interval else {}
+                        scalars.update({k: float(v) for k, v in fetched[-1][1].items() if k.startswith("lr/")})
+                        interval = []
+                        scalars.update(throughput.summary(gbs))
+                        scalars["train/skipped_steps"] = float(skipped)
+                        throughput.reset()
+                        logger.write_scalars(step, scalars)
+                        logger.progress(step, scalars)
+                        history.append({"step": float(step), **scalars})
+                    t_host = time.perf_counter()
+                    if is_image and self.predict_fn is not None:
+                        cols = self.sample_columns(state, last_batch, int(cfg.log.num_images))
+                        logger.write_sample_grid(step, cols)
+                    if is_eval:
+                        eval_results, tables = self.evaluate(state, workdir, log=logger.info)
+                        logger.write_scalars(step, {f"eval/{k}": v for k, v in eval_results.items()})
+                        for t in tables:
+                            logger.info(t)
+                    if is_ckpt:
+                        metrics_for_best = eval_results if is_eval else None
+                        ckpt.save(
+                            step,
+                            state,
+                            data_iter=data_iter,
+                            config=cfg.to_dict(),
+                            metrics=metrics_for_best,
+                            force=(step == end or sigterm.raised),
+                        )
+                    throughput.exclude(time.perf_counter() - t_host)
+                    if sigterm.raised:
+                        logger.info(f"SIGTERM: saved a checkpoint at step {step}; stopping (resume with the same command)")
+                        stopped_early = True
+                        break
+            if stop_after is not None and step < total:
+                stopped_early = True
+            ran = step > start_step
+            if ran and step >= total and cfg.eval.final and not (cfg.eval.every_steps and step % cfg.eval.every_steps == 0):
+                eval_results, tables = self.evaluate(state, workdir, log=logger.info)
+                if eval_results:
+                    logger.write_scalars(step, {f"eval/{k}": v for k, v in eval_results.items()})
+                for t in tables:
+                    logger.info(t)
+            if ran and step >= total and self.predict_fn is not None and last_batch is not None:
+                cols = self.sample_columns(state, last_batch, int(cfg.log.num_images))
+                path = logger.write_sample_grid(step, cols, name="final")
+                if path:
+                    logger.info(f"sample grid (input | output | target): {path}")
+            data_state = data_iter.get_state() if hasattr(data_iter, "get_state") else None
+        finally:
+            profiler.close()
+            if ckpt is not None:
+                ckpt.close()
+            logger.close()
+            if hasattr(data_iter, "close"):
+                data_iter.close()
+        return FitResult(
+            state=state,
+            step=step,
+            history=history,
+            eval_results=eval_results,
+            stopped_early=stopped_early,
+            skipped_steps=skipped,
+            wall_time_s=time.perf_counter() - t_wall,
+            data_state=data_state,
+        )
+
+    def _start(self, ckpt, data_iter, logger) -> tuple[TrainState, int]:
+        """Latest good checkpoint (state + data position) or a fresh state."""
+        if ckpt is not None:
+            restored = ckpt.restore(self.abstract_restore_target(), data_iter=data_iter)
+            if restored is not None:
+                logger.info(f"resumed from {ckpt.directory / str(restored.step)}")
+                return restored.state, int(restored.step)
+        state = self.init_state()
+        n = count_params(state.params)
+        logger.info(
+            f"{self.config.method}: {n:,} parameters; mesh {dict(self.mesh.shape)} on "
+            f"{jax.device_count()} {jax.devices()[0].platform} device(s), {jax.process_count()} process(es)"
+        )
+        return state, 0
+
+    def _on_nonfinite(self, step: int, metrics: Mapping[str, Any], consecutive: int, logger) -> None:
+        policy = self.config.train.nan_policy
+        loss = metrics.get("loss", metrics.get("loss/G", float("nan")))
+        where = f"step {step}: loss={float(loss):.4g}"
+        if policy == "stop":
+            raise NonFiniteError(
+                f"non-finite loss or gradient at {where}. The update was not applied and no checkpoint "
+                "was written after it; the last good checkpoint is intact. Lower the learning rate, "
+                "enable clipping (--config.optim.grad_clip_norm=1.0), check the data, or set "
+                "--config.train.nan_policy=skip to skip such steps."
+            )
+        logger.info(f"[nan_policy=skip] non-finite {where}; update skipped")
+        if consecutive >= int(self.config.train.max_consecutive_nonfinite):
+            raise NonFiniteError(
+                f"{consecutive} consecutive non-finite steps (last at {where}); giving up. The last good "
+                "checkpoint is intact."
+            )
+
+
+def train(config, workdir: str | pathlib.Path, **kwargs) -> FitResult:
+    """Build a :class:`Trainer` for ``config`` and run ``fit(workdir)``."""
+    return Trainer(config).fit(workdir, **kwargs)
+
+
+def evaluate_checkpoint(config, workdir: str | pathlib.Path, *, step: int | None = None, log=print) -> tuple[int, dict[str, float], list[str]]:
+    """Restore checkpoint ``step`` (default: latest good) of ``workdir`` and run the eval protocols."""
+    trainer = Trainer(config)
+    ckpt = trainer.make_checkpointer(workdir)
+    try:
+        if not ckpt.all_steps():
+            raise CheckpointError(
+                f"no checkpoints in {ckpt.directory}; train first (restore-jax train ... --workdir {workdir})"
+            )
+        restored = ckpt.restore(trainer.abstract_restore_target(), step=step)
+        if restored is None:
+            raise CheckpointError(f"no readable checkpoint in {ckpt.directory}")
+    finally:
+        ckpt.close()
+    results, tables = trainer.evaluate(restored.state, workdir, log=log)
+    return restored.step, results, tables

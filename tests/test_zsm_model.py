@@ -1,0 +1,235 @@
+"""Zooming Slow-Mo (``restore_jax.models.zsm``) against an independent PyTorch re-statement.
+
+The oracle, ``tests/torch_refs/zsm_torch.py``, is written from the architecture spec (NCHW,
+``torchvision.ops.deform_conv2d``, ``F.pixel_shuffle``, ``F.interpolate``); the NNX weights are
+transplanted into it. The real init (zero offset/mask convs, 0.1-scaled residual blocks) would hide
+misaligned offsets and make the outputs tiny, so every weight is re-drawn so that activations are
+O(1) and the deformable offsets are non-trivial: the test checks that samples land at fractional
+positions and some outside the image before comparing outputs, GFI outputs and gradients.
+
+Only two XLA compilations (one per input shape; the first also yields the gradients): JAX CPU
+compilation dominates the run time.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from restore_jax.models.zsm import ZoomingSlowMo, ZSMConfig, count_params
+from torch_refs.zsm_torch import DCNSep, ZSMTorch, transplant_from_nnx
+
+PAPER_PARAMS = 11_102_771  # seed_001 §A.3 item 6 / peer_implementations §1.1 (computed, = 11.10 M)
+TINY = ZSMConfig(nf=16, groups=2, front_blocks=1, back_blocks=2, gfi=True, gfi_blocks=2)
+# (B, N, h, w): a multiple-of-4 size with the gradient check, and one that exercises the edge padding.
+SHAPES = {"b2_n3_12x8": (2, 3, 12, 8), "b1_n4_10x9": (1, 4, 10, 9)}
+RTOL, ATOL = 1e-4, 1e-5
+
+
+# ----------------------------------------------------------------------------------------------
+# parameter count: paper configuration, nothing allocated on the JAX side
+# ----------------------------------------------------------------------------------------------
+
+
+def _nnx_count(module) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(module, nnx.Param))))
+
+
+def test_paper_parameter_count_jax_and_torch():
+    abstract = nnx.eval_shape(lambda: ZoomingSlowMo(ZSMConfig(), rngs=nnx.Rngs(0)))
+    assert count_params(abstract) == PAPER_PARAMS
+
+    with torch.device("meta"):
+        ref = ZSMTorch()
+    assert sum(p.numel() for p in ref.parameters()) == PAPER_PARAMS
+    # Component break-down published with the count (peer_implementations §1.1), on both sides.
+    assert sum(p.numel() for p in DCNSep(64, 8).to("meta").parameters()) == 161_560
+    assert sum(p.numel() for p in ref.dfi_align.parameters()) == 2_224_016 == _nnx_count(abstract.interp_pcd)
+    assert sum(p.numel() for p in ref.rnn.h_align.parameters()) == 2_379_984 == _nnx_count(abstract.lstm_cell.pcd_h)
+    lstm = sum(p.numel() for m in (ref.rnn, ref.bi_merge) for p in m.parameters())
+    assert lstm == 5_063_392 == _nnx_count(abstract.lstm_cell) + _nnx_count(abstract.lstm_fusion)
+    assert sum(p.numel() for p in ref.back.parameters()) == 2_954_240 == _nnx_count(abstract.recon_trunk)
+
+
+# ----------------------------------------------------------------------------------------------
+# tiny configuration: outputs, GFI outputs and gradients
+# ----------------------------------------------------------------------------------------------
+
+
+def _random_params(abstract_params: nnx.State, seed: int) -> nnx.State:
+    """Every kernel ~ N(0, 1/fan_in), biases ~ N(0, 0.1^2); offset/mask convs larger so offsets are ~1 px.
+
+    Drawn with NumPy into the abstract (``nnx.eval_shape``) parameter tree: eager JAX init of the
+    ~250 arrays would compile one small program per shape, which is slow on CPU.
+    """
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        names = _nnx_param_path(path)
+        noise = rng.standard_normal(leaf.shape).astype(np.float32)
+        offset_conv = "conv_offset_mask" in names
+        if names[-1] == "kernel":  # [..., kh, kw, cin, cout], possibly stacked on a leading block axis
+            fan_in = leaf.shape[-4] * leaf.shape[-3] * leaf.shape[-2]
+            return jnp.asarray(noise * (1.5 if offset_conv else 1.0) / np.sqrt(fan_in))
+        assert names[-1] == "bias", names
+        return jnp.asarray(noise * (0.5 if offset_conv else 0.1))
+
+    return jax.tree_util.tree_map_with_path(draw, abstract_params)
+
+
+def _nnx_param_path(path) -> tuple:
+    """Key path of an ``nnx.State`` leaf as a tuple of names, without the trailing ``value``."""
+    names = tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+    return names[:-1] if names and names[-1] == "value" else names
+
+
+@pytest.fixture(scope="module")
+def models():
+    abstract = nnx.eval_shape(lambda: ZoomingSlowMo(TINY, rngs=nnx.Rngs(0)))
+    graphdef, abstract_params, rest = nnx.split(abstract, nnx.Param, ...)
+    assert not jax.tree.leaves(rest), "ZoomingSlowMo is expected to hold parameters only"
+    model = nnx.merge(graphdef, _random_params(abstract_params, seed=1), rest)
+    ref = ZSMTorch.from_config(TINY)
+    counts = transplant_from_nnx(ref, model)
+    assert counts["scalars"] == count_params(model)
+    return model, ref
+
+
+def _frames(shape, seed) -> np.ndarray:
+    b, n, h, w = shape
+    return np.random.default_rng(seed).random((b, n, h, w, 3), dtype=np.float32)
+
+
+def _projections(model_out_shapes: dict, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {k: rng.standard_normal(s).astype(np.float32) for k, s in model_out_shapes.items()}
+
+
+def _out_shapes(shape) -> dict[str, tuple]:
+    b, n, h, w = shape
+    return {"hr": (b, 2 * n - 1, 4 * h, 4 * w, 3), "gfi_first": (b, n - 1, h, w, 3), "gfi_second": (b, n - 2, h, w, 3)}
+
+
+def _to_nhwc(t: torch.Tensor) -> np.ndarray:
+    return t.detach().permute(0, 1, 3, 4, 2).numpy()
+
+
+@pytest.fixture(scope="module")
+def jax_results(models):
+    """JAX outputs for each shape; for the first shape also the gradient of a random projection."""
+    model, _ = models
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(p, frames, proj):
+        hr, aux = nnx.merge(graphdef, p, rest).forward_with_aux(frames)
+        outs = {"hr": hr, **aux}
+        return sum(jnp.sum(outs[k] * proj[k]) for k in proj), outs
+
+    grad_fn = jax.jit(jax.value_and_grad(loss, has_aux=True))
+    fwd_fn = jax.jit(lambda p, frames: loss(p, frames, {})[1])
+    results = {}
+    for i, (name, shape) in enumerate(SHAPES.items()):
+        frames = _frames(shape, seed=10 + i)
+        if i == 0:
+            proj = _projections(_out_shapes(shape), seed=20)
+            (value, outs), grads = grad_fn(params, frames, proj)
+            flat = {_nnx_param_path(p): np.asarray(g) for p, g in jax.tree_util.tree_flatten_with_path(grads)[0]}
+            results[name] = dict(frames=frames, outs=jax.tree.map(np.asarray, outs), proj=proj,
+                                 value=float(value), grads=flat)
+        else:
+            results[name] = dict(frames=frames, outs=jax.tree.map(np.asarray, fwd_fn(params, frames)))
+    return results
+
+
+def _offset_hooks(ref: ZSMTorch):
+    """Record, for every DCN call, the sampling positions' fractional parts and out-of-image share."""
+    stats = []
+
+    def hook(dcn, args, out):
+        x = args[0]
+        o1, o2, _ = torch.chunk(dcn.offset_mask(args[1]), 3, dim=1)
+        off = torch.cat([o1, o2], 1).detach()
+        b, _, h, w = off.shape
+        off = off.reshape(b, -1, 9, 2, h, w)
+        tap = torch.arange(9)
+        ys = torch.arange(h).view(1, 1, 1, h, 1) - 1 + (tap // 3).view(1, 1, 9, 1, 1) + off[:, :, :, 0]
+        xs = torch.arange(w).view(1, 1, 1, 1, w) - 1 + (tap % 3).view(1, 1, 9, 1, 1) + off[:, :, :, 1]
+        hh, ww = x.shape[-2:]
+        outside = (ys < 0) | (ys > hh - 1) | (xs < 0) | (xs > ww - 1)
+        frac = torch.minimum(ys - ys.floor(), ys.ceil() - ys)
+        stats.append((off.abs().mean().item(), outside.float().mean().item(), (frac > 0.05).float().mean().item()))
+
+    handles = [m.register_forward_hook(hook) for m in ref.modules() if isinstance(m, DCNSep)]
+    return stats, handles
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_tiny_outputs_match_torch_reference(models, jax_results, name):
+    _, ref = models
+    res = jax_results[name]
+    stats, handles = _offset_hooks(ref)
+    try:
+        with torch.no_grad():
+            hr, aux = ref.forward_with_aux(torch.from_numpy(res["frames"]).permute(0, 1, 4, 2, 3))
+    finally:
+        for h in handles:
+            h.remove()
+    # The deformable sampling must be exercised: ~1 px offsets, fractional positions, some outside.
+    n = SHAPES[name][1]
+    assert len(stats) == 6 * (n - 1) + 2 * 12 * (2 * n - 1) + 6 * (n - 2)  # DFI, LSTM fwd+bwd, GFI 2nd order
+    mean_abs, outside, fractional = (np.mean([s[i] for s in stats]) for i in range(3))
+    assert 0.3 < mean_abs < 5.0, mean_abs
+    assert outside > 0.02, outside
+    assert fractional > 0.8, fractional
+
+    want = {"hr": _to_nhwc(hr), **{k: _to_nhwc(v) for k, v in aux.items()}}
+    got = res["outs"]
+    assert set(got) == set(want) == {"hr", "gfi_first", "gfi_second"}
+    for key, shape in _out_shapes(SHAPES[name]).items():
+        assert got[key].shape == want[key].shape == shape, key
+        assert np.std(want[key]) > 0.05, f"{key}: reference output is nearly constant"
+        np.testing.assert_allclose(got[key], want[key], rtol=RTOL, atol=ATOL, err_msg=key)
+
+
+# NNX parameter path -> (torch parameter name, block index of a stacked trunk parameter or None)
+GRAD_PARAMS = {
+    ("conv_first", "kernel"): ("stem.weight", None),
+    ("feature_trunk", "blocks", "conv1", "kernel"): ("front.0.c1.weight", 0),
+    ("interp_pcd", "forward_dir", "l1", "dcn", "conv_offset_mask", "kernel"): ("dfi_align.a_to_b.lvl1.dcn.offset_mask.weight", None),
+    ("interp_pcd", "backward_dir", "l3", "dcn", "kernel"): ("dfi_align.b_to_a.lvl3.dcn.weight", None),
+    ("lstm_cell", "pcd_h", "pcd", "backward_dir", "l2", "dcn", "conv_offset_mask", "bias"): ("rnn.h_align.align.b_to_a.lvl2.dcn.offset_mask.bias", None),
+    ("lstm_cell", "pcd_c", "pyramid", "l3_conv1", "kernel"): ("rnn.c_align.pyr.down3.weight", None),
+    ("lstm_cell", "gates", "kernel"): ("rnn.gates.weight", None),
+    ("recon_trunk", "blocks", "conv2", "kernel"): ("back.1.c2.weight", 1),
+    ("upconv1", "bias"): ("up1.bias", None),
+    ("gfi_trunk", "blocks", "conv1", "bias"): ("gfi_body.0.c1.bias", 0),
+}
+
+
+def test_tiny_gradients_match_torch_autograd(models, jax_results):
+    _, ref = models
+    name = next(iter(SHAPES))
+    res = jax_results[name]
+    ref.zero_grad()
+    hr, aux = ref.forward_with_aux(torch.from_numpy(res["frames"]).permute(0, 1, 4, 2, 3))
+    outs = {"hr": hr, **aux}
+    loss = sum((outs[k] * torch.from_numpy(p).permute(0, 1, 4, 2, 3)).sum() for k, p in res["proj"].items())
+    loss.backward()
+    np.testing.assert_allclose(res["value"], loss.item(), rtol=1e-4)
+
+    torch_params = dict(ref.named_parameters())
+    assert all(torch_params[t].grad is not None for t in torch_params), "every parameter must receive a gradient"
+    for npath, (tname, index) in GRAD_PARAMS.items():
+        g_jax = res["grads"][npath]
+        if index is not None:
+            g_jax = g_jax[index]
+        if g_jax.ndim == 4:
+            g_jax = g_jax.transpose(3, 2, 0, 1)  # HWIO -> OIHW
+        g_torch = torch_params[tname].grad.numpy()
+        scale = np.abs(g_torch).max()
+        assert scale > 0, tname
+        np.testing.assert_allclose(g_jax, g_torch, rtol=1e-3, atol=1e-4 * scale, err_msg=f"{npath} vs {tname}")
