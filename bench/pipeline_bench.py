@@ -3,7 +3,8 @@
 Each row builds examples at a paper's sizes from synthetic faces (no files needed): the time per
 example is ``source[i]`` (rendering) plus the builder (crop, degradations), measured in this one
 process, so ``1 / time`` is what one Grain worker process sustains; ``num_workers`` workers scale it
-up to the host's core count. A last row runs the full Grain pipeline (``input_pipelines.build``,
+up to the host's core count. Process CPU time per example is reported too (steadier than wall
+time on a busy host). A last row runs the full Grain pipeline (``input_pipelines.build``,
 0 workers) to show the framework overhead. Medians of several runs after a warm-up.
 
     python bench/pipeline_bench.py                 # all rows, modest repeat counts
@@ -86,6 +87,18 @@ def _source(kwargs: dict):
     return make_source({"name": "synthetic_faces", "kwargs": {"num_identities": 50, "num_examples": 10_000, "seed": 0, **kwargs}}, split="train")
 
 
+def _with_cpu_time(fn, sink: list[float]):
+    """``fn`` that also appends the process CPU seconds of each call to ``sink`` (robust to a busy host)."""
+
+    def wrapped():
+        start = time.process_time()
+        out = fn()
+        sink.append(time.process_time() - start)
+        return out
+
+    return wrapped
+
+
 def bench_row(name: str, examples: int, repeats: int) -> dict:
     from input_pipelines.builders import get_builder
     from input_pipelines.pipeline import GroupedSource
@@ -114,7 +127,9 @@ def bench_row(name: str, examples: int, repeats: int) -> dict:
 
     t_read = median(time_fn(read_only, warmup=1, repeats=repeats)) / examples
     t_build = median(time_fn(build_only, warmup=1, repeats=repeats)) / examples
-    t_full = median(time_fn(full, warmup=1, repeats=repeats)) / examples
+    cpu: list[float] = []
+    t_full = median(time_fn(_with_cpu_time(full, cpu), warmup=1, repeats=repeats)) / examples
+    cpu_full = median(cpu[1:]) / examples  # first entry is the warm-up
     ex = build_only()[0]
     shapes = {k: list(v.shape) for k, v in ex.items() if v.ndim >= 2}
     nbytes = sum(v.nbytes for v in ex.values())
@@ -126,6 +141,8 @@ def bench_row(name: str, examples: int, repeats: int) -> dict:
         "ms_builder": 1e3 * t_build,
         "ms_total": 1e3 * t_full,
         "examples_per_s_per_worker": 1.0 / t_full,
+        "cpu_ms_total": 1e3 * cpu_full,
+        "examples_per_cpu_s": 1.0 / cpu_full,
         "example_MiB": nbytes / 2**20,
         "shapes": shapes,
         "source_kwargs": src_kwargs,
@@ -175,12 +192,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {name}: {time.perf_counter() - start:.1f}s", file=sys.stderr)
     if not args.no_grain:
         rows.append(bench_grain(batches=2, repeats=args.repeats))
-    print_table(rows, ["row", "ms_source", "ms_builder", "ms_total", "examples_per_s_per_worker", "example_MiB"])
+    print_table(rows, ["row", "ms_source", "ms_builder", "ms_total", "examples_per_s_per_worker", "cpu_ms_total",
+                       "examples_per_cpu_s", "example_MiB"])
     payload = {
         "benchmark": "pipeline_cpu",
         "machine": machine_info(),
         "config": {"examples_per_run": args.examples, "repeats": args.repeats, "source": "synthetic_faces",
-                   "timing": "median over runs of (time for N examples) / N, single process"},
+                   "timing": "median over runs of (time for N examples) / N, single process; wall clock "
+                             "(examples_per_s_per_worker) and process CPU time (examples_per_cpu_s, less "
+                             "sensitive to other load on the host)"},
         "load_average": list(os.getloadavg()),
         "rows": rows,
     }

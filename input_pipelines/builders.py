@@ -56,6 +56,9 @@ Example = dict[str, np.ndarray]
 Steps = Sequence[Sequence[Any]]
 Size = Union[int, Sequence[int], None]
 
+#: Frame counts averaged by CFMD (seed_002_003 §A2, Table 1).
+CFMD_FRAME_COUNTS = (5, 7, 9, 11, 13)
+
 #: Indices of the subject's left eye in the iBUG 68-point scheme (0-based 42..47 = 1-based 43..48).
 LEFT_EYE = tuple(range(42, 48))
 
@@ -328,7 +331,7 @@ def frame_average_blur(
     record: Record,
     rng: np.random.Generator,
     *,
-    num_frames: Any = (5, 7, 9, 11, 13),
+    num_frames: Any = None,
     crop_size: Size = 256,
     scale_range: Any = (1.0, 1.5),
     gamma: float = 1.0,
@@ -338,8 +341,8 @@ def frame_average_blur(
 ) -> Example:
     """Motion blur by frame averaging (CFMD, VFB, deblur-and-rotate) with the sharp frames.
 
-    ``num_frames``: ``N`` per example - int, inclusive ``(low, high)``, or a list (CFMD: the odd
-    counts 5..13, given as ``[5, 7, 9, 11, 13]``; a tuple ``(5, 13)`` would include even counts).
+    ``num_frames``: ``N`` per example - int, inclusive ``(low, high)``, or a list; ``None`` = CFMD's
+    odd counts ``[5, 7, 9, 11, 13]`` (a tuple ``(5, 13)`` would include even counts).
     A random window of ``N`` consecutive frames is taken; the **same** crop box is used for all its
     frames: a square around the union of the window's landmarks (``face_margin`` on each side) when
     ``face_crop`` and landmarks are present, else the whole frame; it is resized (MATLAB bicubic) by
@@ -374,6 +377,8 @@ def frame_average_blur(
             "(e.g. synthetic_faces mode='sequence'); use reorder='none' for sources without landmarks"
         )
     t_total = frames.shape[0]
+    if num_frames is None:
+        num_frames = list(CFMD_FRAME_COUNTS)
     m = _max_int(num_frames)
     n = _draw_int(rng, num_frames, "num_frames")
     if n < 1 or m > t_total:
@@ -547,7 +552,7 @@ def multiview_pair(
 ) -> Example:
     """Two views of one face and their relative pose (deblur-and-rotate, view synthesis).
 
-    Record: ``views [V, H, W, 3]`` + ``poses [V, 3]`` (yaw, pitch, roll in radians; synthetic faces
+    Record: ``views [V, H, W, 3]`` + ``poses [V, 3]`` (yaw, pitch, roll; degrees for synthetic faces
     ``mode='views'``), or a still ``image`` + ``pose [3]``, for which the second view is the mirrored
     image with yaw and roll negated (the pseudo multi-view of seed_002_003 §B2). Views are drawn at
     random unless fixed; ``degradation`` (default none) is applied to the source only. Keys:

@@ -20,8 +20,10 @@ Every image that enters a pipeline goes through :func:`read_image` / :func:`deco
   taken as stored (sRGB assumed).
 * Other modes (CMYK, YCbCr JPEGs) are converted to RGB by Pillow.
 
-Failures raise :class:`ImageReadError`, whose message names the file, what was wrong and what to
-do; sources turn it into a skip or an error according to their ``on_error`` policy.
+Bad content (not an image, corrupt, truncated, unsupported mode) raises :class:`ImageReadError`
+(a ``ValueError``), whose message names the file, what was wrong and what to do; sources turn it
+into a skip or an error according to their ``on_error`` policy. Failing to read the file at all
+raises ``OSError``, which sources never skip (it may be transient).
 """
 
 from __future__ import annotations
@@ -320,7 +322,9 @@ def read_image(path: Union[str, os.PathLike], *, background: Background = "white
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
-        raise ImageReadError(f"{path}: cannot open ({exc.strerror or exc}); check the path and permissions") from exc
+        # An I/O failure stays an OSError (not an ImageReadError): it may be transient, so sources
+        # never replace such a file silently (that would make the data depend on timing).
+        raise type(exc)(exc.errno, f"{path}: cannot read ({exc.strerror or exc}); check the path, permissions and storage") from exc
     if not data:
         raise ImageReadError(f"{path}: empty file; remove or replace it")
     return decode_image(data, background=background, name=path)

@@ -20,9 +20,11 @@ source (registry name)  record
 
 Unreadable files and ``on_error``: ``'raise'`` stops with an error naming the files and the fix;
 ``'skip'`` drops files that fail the check done when the source is built (``validate``) and warns
-with a few names; a file that passes that check but fails to decode later is replaced by the next
-readable item (index ``i + 1``, ``i + 2``, ... modulo the length). Both decisions depend only on
-the files, never on timing or worker count, so samples stay a pure function of the index.
+with a few names; a file that passes that check but whose content fails to decode later is
+replaced by the next readable item (index ``i + 1``, ``i + 2``, ... modulo the length). Both
+decisions depend only on the file contents, never on timing or worker count, so samples stay a
+pure function of the index. I/O errors (``OSError``: the file cannot be read at all, maybe
+transiently) are never skipped: they propagate.
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ class Source:
             j = (index + k) % n
             try:
                 return self._load(j)
-            except (ImageReadError, ValueError, OSError) as exc:
+            except ValueError as exc:  # bad content (ImageReadError, VideoReadError); never I/O errors
                 if not hasattr(self, "read_failures"):
                     self.read_failures = {}
                 if j not in self.read_failures:

@@ -50,7 +50,9 @@ class VideoInfo:
 def _open(path: str):
     try:
         container = av.open(path)
-    except (av.error.FFmpegError, OSError) as exc:
+    except OSError:
+        raise  # missing file / I/O failure: not a content problem (PyAV's file errors are OSErrors)
+    except av.error.FFmpegError as exc:
         raise VideoReadError(f"{path}: cannot open as a video ({exc}); check the file and its codec") from exc
     if not container.streams.video:
         container.close()

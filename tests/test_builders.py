@@ -132,6 +132,8 @@ def test_frame_average_blur_face_crop_and_gamma():
         # eye positions of the output are in crop coordinates and follow the FMR order
         keys = [(round(x), round(y)) for x, y in ex["eye"].astype(np.float64)]
         assert keys == sorted(keys)
+    counts = {int(B.frame_average_blur(_moving_face_record(), np.random.default_rng(s), crop_size=8)["num_frames"]) for s in range(12)}
+    assert counts <= {5, 7, 9, 11, 13} and len(counts) > 1  # default N: CFMD's odd counts
     with pytest.raises(ValueError, match="landmarks"):
         B.frame_average_blur({"frames": rec["frames"]}, np.random.default_rng(0), num_frames=5, crop_size=16)
 

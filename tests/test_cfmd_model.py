@@ -18,6 +18,8 @@ out-of-image positions. The tiny generator is compiled once.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -103,7 +105,7 @@ def _np(x) -> np.ndarray:
 
 
 def _t(x) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(x, np.float32)))
+    return torch.from_numpy(np.array(x, np.float32))  # a writable copy
 
 
 def _nchw(x) -> torch.Tensor:
@@ -380,6 +382,7 @@ def _generator_p(cfg: CFMDGeneratorConfig) -> tuple[int, int, int]:
     return mapping, blocks, rest
 
 
+@functools.lru_cache(maxsize=None)
 def _abstract_count(cfg) -> int:
     return count_params(nnx.eval_shape(lambda: CFMDGenerator(cfg, rngs=nnx.Rngs(0))))
 
@@ -391,6 +394,7 @@ def test_paper_parameter_count():
     assert rest + 2 * 8 * sum(2 * _conv_p(c, c, 3) for c in (32, 64, 128)) == 6_807_171  # plain MIMO-UNet (6.8 M)
     b = generator_breakdown(paper)
     assert (b["total"], b["mapping network"], b["ContAda blocks"]) == (mapping + blocks + rest, mapping, blocks)
+    assert _abstract_count(paper) == b["total"]
     with torch.device("meta"):
         assert sum(p.numel() for p in TGenerator(paper).parameters()) == b["total"] == 8_680_115
 
@@ -429,7 +433,7 @@ def test_mapping_vector_equals_2d_formulation():
     block = _build(lambda r: ContAdaBlock(16, cfg.control_features, rngs=r), seed=4)
     u = jnp.array([0.0, 0.3, 1.0 / 7.0, 1.0])
     h, w, hn, wn = 12, 8, 6, 4
-    f_o = jax.random.normal(jax.random.key(0), (4, hn, wn, 16))
+    f_o = jnp.asarray(np.random.default_rng(0).standard_normal((4, hn, wn, 16)), jnp.float32)
 
     @jax.jit
     def both(u, f_o):
@@ -464,11 +468,12 @@ def test_mapping_vector_equals_2d_formulation():
 def test_cadc_zero_init_is_half_conv():
     block = _init_jit(lambda r: ContAdaBlock(8, 8, rngs=r))  # the real initialisation
     assert not np.any(_np(block.cadc.conv_offset_mask.kernel)) and not np.any(_np(block.cadc.conv_offset_mask.bias))
-    block.cadc.bias[...] = jax.random.normal(jax.random.key(1), (8,))  # a bias must not be scaled by the mask
-    f_u = jax.random.normal(jax.random.key(2), (2, 7, 5, 8))
+    rng = np.random.default_rng(1)
+    block.cadc.bias[...] = jnp.asarray(rng.standard_normal(8), jnp.float32)  # must not be scaled by the mask
+    f_u = jnp.asarray(rng.standard_normal((2, 7, 5, 8)), jnp.float32)
 
-    @jax.jit
-    def run(f_u):
+    @nnx.jit  # the module is an argument: ModulatedDeformConv sows an intermediate
+    def run(block, f_u):
         offset, mask = block.cadc.offsets(f_u)
         ref = jax.lax.conv_general_dilated(
             f_u, 0.5 * block.cadc.kernel[...], (1, 1), ((1, 1), (1, 1)),
@@ -476,7 +481,7 @@ def test_cadc_zero_init_is_half_conv():
         ) + block.cadc.bias[...]
         return offset, mask, block.cadc(f_u, f_u), ref
 
-    offset, mask, out, ref = run(f_u)
+    offset, mask, out, ref = run(block, f_u)
     assert float(jnp.abs(offset).max()) == 0.0 and np.allclose(np.asarray(mask), 0.5)
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
 
@@ -537,15 +542,20 @@ def test_contada_block_matches_torch(deform, attention):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 7, 9, c)).astype(np.float32)
     control = rng.standard_normal((2, cf)).astype(np.float32)
+    @nnx.jit
+    def run(block, x, control):
+        f_o = jax.nn.leaky_relu(block.conv_in(x), 0.2)
+        offset = block.cadc.offsets(block.control_feature(f_o, control))[0] if deform else jnp.zeros(())
+        return block(x, control), offset
+
+    out, offset = run(block, jnp.asarray(x), jnp.asarray(control))
     if deform:  # the perturbed offsets must exercise fractional and out-of-image samples
-        f_o = jax.nn.leaky_relu(block.conv_in(jnp.asarray(x)), 0.2)
-        offset, _ = block.cadc.offsets(block.control_feature(f_o, jnp.asarray(control)))
         frac = np.abs(np.asarray(offset) - np.round(np.asarray(offset)))
         assert np.mean(frac > 0.05) > 0.5 and np.abs(np.asarray(offset)).max() > 2.0
     u_f_map = np.broadcast_to(control[:, :, None, None], (2, cf, 14, 18))  # the full-resolution constant map
     with torch.no_grad():
         expected = _nhwc(ref(_nchw(x), _t(u_f_map)))
-    np.testing.assert_allclose(np.asarray(block(jnp.asarray(x), jnp.asarray(control))), expected, atol=ATOL)
+    np.testing.assert_allclose(np.asarray(out), expected, atol=ATOL)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -571,28 +581,51 @@ def test_generator_matches_torch_and_depends_on_u():
         expected = ref(_nchw(blurred), _t(u))
     for o, e in zip(outs, expected):
         np.testing.assert_allclose(np.asarray(o), _nhwc(e), atol=ATOL)
-    for o in outs:
-        assert float(jnp.abs(o[0] - o[1]).max()) > 1e-2
+    for o in outs:  # same image, different u (the u path itself is checked against PyTorch above)
+        assert float(jnp.abs(o[0] - o[1]).max()) > 1e-3
 
 
-def test_remat_blocks_same_values_and_gradients():
-    cfg = CFMDGeneratorConfig(widths=(8, 16, 32), control_features=4)
-    remat_cfg = CFMDGeneratorConfig(widths=(8, 16, 32), control_features=4, remat_blocks=True)
+def test_remat_stage_gradients_match_torch():
+    """A 2-block stage with ``remat_blocks=True``: values and gradients against PyTorch autograd."""
+    cfg = CFMDGeneratorConfig(widths=(8, 16, 32), control_features=4, remat_blocks=True)
     stage = _build(lambda r: ContAdaStage(8, 2, cfg, rngs=r), seed=13)
+    refs = [TContAda(8, 4) for _ in range(2)]
+    porter = _Porter()
+    for i, tb in enumerate(refs):
+        porter.contada(tb, stage.block(i))
+    assert porter.scalars == count_params(stage)
+    rng = np.random.default_rng(8)
+    x, proj = (rng.standard_normal((1, 6, 5, 8)).astype(np.float32) for _ in range(2))
+    control = rng.standard_normal((1, 4)).astype(np.float32)
     graphdef, params = nnx.split(stage, nnx.Param)
-    remat_graphdef, _ = nnx.split(nnx.eval_shape(lambda: ContAdaStage(8, 2, remat_cfg, rngs=nnx.Rngs(0))), nnx.Param)
-    x = jax.random.normal(jax.random.key(3), (1, 6, 6, 8))
-    control = jax.random.normal(jax.random.key(4), (1, 4))
-    proj = jax.random.normal(jax.random.key(5), (1, 6, 6, 8))
 
-    def loss(gd):
-        return lambda p: jnp.sum(nnx.merge(gd, p)(x, control) * proj)
+    def loss(p, x):
+        return jnp.sum(nnx.merge(graphdef, p)(x, jnp.asarray(control)) * proj)
 
-    v0, g0 = jax.jit(jax.value_and_grad(loss(graphdef)))(params)
-    v1, g1 = jax.jit(jax.value_and_grad(loss(remat_graphdef)))(params)
-    np.testing.assert_allclose(float(v0), float(v1), rtol=1e-6)
-    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    # the flag is wired: the gradient program rematerialises, the plain configuration does not
+    assert "remat" in str(jax.make_jaxpr(loss)(params, x))  # jax.checkpoint prints as remat2
+    plain = nnx.eval_shape(lambda: ContAdaStage(8, 2, CFMDGeneratorConfig(widths=(8, 16, 32), control_features=4),
+                                                rngs=nnx.Rngs(0)))
+    plain_gd, _ = nnx.split(plain, nnx.Param)
+    assert "remat" not in str(jax.make_jaxpr(lambda p: jnp.sum(nnx.merge(plain_gd, p)(x, control)))(params))
+
+    value, (g_params, g_x) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, jnp.asarray(x))
+    tx = _nchw(x).requires_grad_(True)
+    z = tx
+    for tb in refs:
+        z = tb(z, _t(control[:, :, None, None]))
+    t_value = (z * _nchw(proj)).sum()
+    t_value.backward()
+    np.testing.assert_allclose(float(value), t_value.item(), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(g_x), _nhwc(tx.grad), atol=ATOL)
+    g_kernel = np.asarray(g_params["blocks"]["cadc"]["kernel"][...])  # [2, 3, 3, C, C]
+    for i, tb in enumerate(refs):
+        np.testing.assert_allclose(g_kernel[i].transpose(3, 2, 0, 1), tb.dc_weight.grad.numpy(), atol=ATOL)
+        g_off = np.asarray(g_params["blocks"]["cadc"]["conv_offset_mask"]["kernel"][...])[i].transpose(3, 2, 0, 1)
+        np.testing.assert_allclose(g_off[:18], tb.conv_off.weight.grad.numpy(), atol=ATOL)
+        np.testing.assert_allclose(g_off[18:], tb.conv_msk.weight.grad.numpy(), atol=ATOL)
+        g_u = np.asarray(g_params["blocks"]["control_proj"]["kernel"][...])[i].T
+        np.testing.assert_allclose(g_u, tb.u_proj.weight.grad.numpy()[:, :, 0, 0], atol=ATOL)
 
 
 def test_generator_rejects_bad_inputs():
@@ -611,9 +644,10 @@ def test_generator_rejects_bad_inputs():
 
 
 def test_channel_attention_source_and_cond_against_numpy():
-    ca = ChannelAttention(12, 4, cond_features=2, rngs=nnx.Rngs(6))
+    ca = _build(lambda r: ChannelAttention(12, 4, cond_features=2, rngs=r), seed=6)
     rng = np.random.default_rng(5)
-    x, src = rng.standard_normal((2, 3, 5, 12)).astype(np.float32), rng.standard_normal((2, 4, 4, 12)).astype(np.float32)
+    x = rng.standard_normal((2, 3, 5, 12)).astype(np.float32)
+    src = rng.standard_normal((2, 4, 4, 12)).astype(np.float32)  # another feature drives the weights
     cond = rng.standard_normal((2, 2)).astype(np.float32)
     d = np.concatenate([src.mean(axis=(1, 2)), cond], -1)
     hid = np.maximum(d @ _np(ca.squeeze.kernel) + _np(ca.squeeze.bias), 0.0)
@@ -647,7 +681,7 @@ def test_spectral_norm_top_singular_value_is_one():
     # evaluation mode: u is not touched and the output is the layer with kernel / sigma
     sn.eval()
     u = _np(sn.u).copy()
-    x = jax.random.normal(jax.random.key(9), (2, 6, 6, 5))
+    x = jnp.asarray(np.random.default_rng(9).standard_normal((2, 6, 6, 5)), jnp.float32)
     ref = jax.lax.conv_general_dilated(x, jnp.asarray(raw / sigma), (1, 1), "SAME",
                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                        precision=jax.lax.Precision.HIGHEST) + conv.bias[...]
@@ -671,7 +705,7 @@ def test_spectral_norm_matches_torch_training_step():
     value, grads = nnx.value_and_grad(loss)(sn, jnp.asarray(x))
     t_value = torch.tanh(ref(_t(x))).sum()
     t_value.backward()
-    np.testing.assert_allclose(float(value), float(t_value), rtol=1e-5)
+    np.testing.assert_allclose(float(value), t_value.item(), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(grads["layer"]["kernel"][...]).T, ref.weight_orig.grad.numpy(),
                                rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(_np(sn.u), ref.weight_u.numpy(), rtol=1e-5, atol=1e-6)  # same updated u
@@ -684,19 +718,32 @@ def test_spectral_norm_matches_torch_training_step():
 
 
 def test_discriminator_heads_and_spectral_state():
-    cfg = CFMDDiscriminatorConfig(base_features=4, channel_multipliers=(1, 2, 2))
-    d = CFMDDiscriminator(cfg, rngs=nnx.Rngs(12))
+    cfg = CFMDDiscriminatorConfig(base_features=4, channel_multipliers=(1, 2))
+    # Random kernels (BigGAN's orthogonal init makes every singular value 1 and u a fixed point of the
+    # iteration) and random unit u vectors, drawn with NumPy (compiling the QR-based init is slow).
+    graphdef, params, sn_state = nnx.split(nnx.eval_shape(lambda: CFMDDiscriminator(cfg, rngs=nnx.Rngs(0))),
+                                           nnx.Param, SpectralState)
+    rng_u = np.random.default_rng(15)
+
+    def unit(leaf):
+        v = rng_u.standard_normal(leaf.shape).astype(np.float32)
+        return jnp.asarray(v / np.linalg.norm(v))
+
+    sn_state = jax.tree.map(unit, sn_state)
+    d = nnx.merge(graphdef, _random_params(params, seed=14), sn_state)
     rng = np.random.default_rng(7)
-    blurred, image = (jnp.asarray(rng.random((2, 16, 8, 3), dtype=np.float32)) for _ in range(2))
+    blurred, image = (jnp.asarray(rng.random((2, 8, 4, 3), dtype=np.float32)) for _ in range(2))
     u_before = [np.asarray(v[...]).copy() for v in jax.tree.leaves(nnx.state(d, SpectralState), is_leaf=_is_var)]
-    assert len(u_before) == 3 * 3 + 3 * 3 + 3  # 3 convs per down/up block, plus three heads
+    assert len(u_before) == 2 * 3 + 2 * 3 + 3  # 3 convs per down/up block, plus three heads
 
     call = nnx.jit(lambda m, b, s: m(b, s))
     out = call(d, blurred, image)
     assert out.global_logits.shape == (2,)
-    assert out.pixel_logits.shape == (2, 16, 8) and out.u_map.shape == (2, 16, 8)
+    assert out.pixel_logits.shape == (2, 8, 4) and out.u_map.shape == (2, 8, 4)
     u_after = [np.asarray(v[...]) for v in jax.tree.leaves(nnx.state(d, SpectralState), is_leaf=_is_var)]
-    assert all(not np.array_equal(a, b) for a, b in zip(u_before, u_after))  # training mode: updated
+    # training mode: every u is updated (those of the 1-output heads are +-1 and stay so)
+    assert all(not np.array_equal(a, b) for a, b in zip(u_before, u_after) if a.size > 1)
+    assert sum(a.size == 1 for a in u_before) == 3
 
     d.eval()
     out_eval = call(d, blurred, image)
@@ -708,8 +755,8 @@ def test_discriminator_heads_and_spectral_state():
     for a, b in zip(out_eval, out_swap):
         assert float(jnp.abs(a - b).max()) > 0
 
-    with pytest.raises(ValueError, match="divisible by 8"):
-        d(jnp.zeros((1, 12, 8, 3)), jnp.zeros((1, 12, 8, 3)))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        d(jnp.zeros((1, 6, 8, 3)), jnp.zeros((1, 6, 8, 3)))
     # without spectral norm the discriminator holds nnx.Param state only
     plain = nnx.eval_shape(lambda: CFMDDiscriminator(CFMDDiscriminatorConfig(spectral_norm=False), rngs=nnx.Rngs(0)))
     _, _, rest = nnx.split(plain, nnx.Param, ...)

@@ -89,7 +89,7 @@ def test_default_margin_is_close_but_not_exact_for_larger_receptive_field():
     ref = np.asarray(conv3(x[None]))[0]
     y = tiled_apply(conv3, x, tile=16, overlap=8, batch_tiles=4)  # margin 2 < radius 3
     err = np.abs(y - ref)
-    assert err.max() < 0.5
+    assert 1e-4 < err.max() < 0.5  # seams are blended, not exact: the radius exceeds the margin
     np.testing.assert_allclose(y[:5, :5], ref[:5, :5], atol=2e-5)  # corner: one tile, exact there
 
 

@@ -213,6 +213,10 @@ def test_image_folder_skip(odd_folder):
         warnings.simplefilter("ignore")
         strict = ImageFolderSource(odd_folder, on_error="skip", validate="decode")
     assert "h_trunc.jpg" not in strict.files and len(strict) == 5
+    # A file that vanishes after indexing is an I/O error: never silently replaced.
+    (odd_folder / "d_gray.png").unlink()
+    with pytest.raises(FileNotFoundError, match="d_gray.png"):
+        src[src.files.index("d_gray.png")]
 
 
 def test_image_folder_raise(odd_folder):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,6 +28,10 @@ from restore_jax.train.testing import ArraySRData, tiny_sr_config
 
 ensure_configs_importable()
 from configs import common  # noqa: E402
+
+
+# Test-only helpers are compiled without optimisation (much faster to compile on CPU).
+FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def _batches(trainer, n):
@@ -88,7 +94,7 @@ def test_grad_accumulation_matches_full_batch(sharded_config):
     graphdefs, loss_fn = trainer.graphdefs, trainer.recipe.losses["G"]
     key = jax.random.key(0)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=FAST)
     def both(params, batch):
         full = loss_and_grads(graphdefs, loss_fn, params, "G", batch, key, StepOptions(grad_accum_steps=1))
         acc = loss_and_grads(graphdefs, loss_fn, params, "G", batch, key, StepOptions(grad_accum_steps=2))
@@ -145,11 +151,12 @@ def test_gan_step_updates_both_networks_with_ratio():
     cfg = common.optim_config(lr=1e-2)
     nets = {"G": _Gen, "D": _Disc}
     opts = {n: make_optimizer(cfg, 100) for n in nets}
-    init = make_init_fn(nets, opts, ema_networks=("G",))
+    init = jax.jit(make_init_fn(nets, opts, ema_networks=("G",)), compiler_options=FAST)
     graphdefs = graphdefs_of(nets)
     d_loss, g_loss = _gan_losses()
     step = jax.jit(
-        make_gan_step(graphdefs, d_loss, g_loss, opts, StepOptions(ema_decay=0.5), d_steps_per_step=2, g_every=2)
+        make_gan_step(graphdefs, d_loss, g_loss, opts, StepOptions(ema_decay=0.5), d_steps_per_step=2, g_every=2),
+        compiler_options=FAST,
     )
     rng = np.random.default_rng(0)
     batch = {"x": jnp.asarray(rng.uniform(size=(4, 8, 8, 3)), jnp.float32), "y": jnp.asarray(rng.uniform(size=(4, 8, 8, 3)), jnp.float32)}
@@ -192,7 +199,10 @@ class _Enc(nnx.Module):
 def test_contrastive_step_queue_and_momentum_encoder():
     nets = {"E": _Enc}
     opts = {"E": make_optimizer(common.optim_config(lr=1e-2), 100)}
-    init = make_init_fn(nets, opts, init_extras=contrastive_init_extras("E", queue_size=12, embed_dim=6))
+    init = jax.jit(
+        make_init_fn(nets, opts, init_extras=contrastive_init_extras("E", queue_size=12, embed_dim=6)),
+        compiler_options=FAST,
+    )
     graphdefs = graphdefs_of(nets)
 
     def embed(models, x, rng):
@@ -202,7 +212,8 @@ def test_contrastive_step_queue_and_momentum_encoder():
     step = jax.jit(
         make_contrastive_step(
             graphdefs, embed, opts, StepOptions(), network="E", view_keys=("q", "k"), temperature=0.2, momentum=m
-        )
+        ),
+        compiler_options=FAST,
     )
     rng = np.random.default_rng(0)
     batch = {"q": jnp.asarray(rng.uniform(size=(4, 8, 8, 3)), jnp.float32), "k": jnp.asarray(rng.uniform(size=(4, 8, 8, 3)), jnp.float32)}

@@ -286,7 +286,7 @@ class ContAdaBlock(nnx.Module):
 class ContAdaStage(nnx.Module):
     """``n`` ContAda blocks with stacked parameters, applied by ``lax.scan`` (compile time independent of ``n``).
 
-    With ``remat=True`` each block is a ``jax.checkpoint``: the backward pass recomputes a block's
+    With ``config.remat_blocks`` each block is a ``jax.checkpoint``: the backward pass recomputes a block's
     internals from its input instead of keeping them. :meth:`block` returns block ``i`` as a standalone
     module (a copy) for inspection.
     """
@@ -374,7 +374,7 @@ class CFMDGenerator(nnx.Module):
         if blurred.ndim != 4 or blurred.shape[-1] != 3:
             raise ValueError(f"CFMDGenerator expects blurred images [B, H, W, 3] (NHWC), got {tuple(blurred.shape)}")
         b, h, w, _ = blurred.shape
-        u = jnp.asarray(u, blurred.dtype)
+        u = jnp.asarray(u, jnp.float32)  # the small mapping MLP runs in float32 (u = 1/13 is not exact in bf16)
         if u.ndim == 0:
             u = jnp.broadcast_to(u, (b,))
         if u.shape != (b,):

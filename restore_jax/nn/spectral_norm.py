@@ -19,8 +19,9 @@ Training vs evaluation
     In training mode the new ``u`` is written back to the ``SpectralState`` (so the estimate
     sharpens over steps; one iteration per step is the usual choice). In evaluation mode no
     iteration is run and nothing is written: ``v = normalize(W^T u)``, ``sigma = ||W^T u||`` from the
-    stored ``u``, so inference is deterministic. (PyTorch also stores ``v`` and uses ``u^T W v_stored``
-    in eval mode; after a training step both estimates are within the power iteration's error.) The mode follows NNX's convention for running
+    stored ``u``, so inference is deterministic. (PyTorch also stores ``v`` and uses
+    ``u^T W v_stored`` in eval mode; after training both estimates agree to the power iteration's
+    error.) The mode follows NNX's convention for running
     statistics: ``module.train()`` / ``module.eval()`` set the ``use_running_average`` attribute
     (False = update, like BatchNorm's batch statistics); a call can override it with
     ``update_stats=``. A freshly built wrapper is in training mode (as ``torch.nn.Module``).
