@@ -96,7 +96,6 @@ def get_config(arg: str | None = None):
         c.log.every_steps = 25
         c.log.image_every_steps = 200
         c.eval.sr_psnr_ssim.num_examples = 96
-        c.eval.sr_psnr_ssim.batch_size = 16
     else:  # ci
         c.model.channels, c.model.num_blocks = 8, 2
         c.data = _data_config(image_size=32, hr_size=32, scale=4, num_train=64, num_val=16, workers=0)
@@ -108,7 +107,6 @@ def get_config(arg: str | None = None):
         c.log.every_steps = 2
         c.log.image_every_steps = 3
         c.log.num_images = 2
-        c.eval.sr_psnr_ssim.batch_size = 8
         c.eval.sr_psnr_ssim.num_examples = 16
         c.eval.sr_psnr_ssim.real_max_examples = 16
     if a.steps:

@@ -6,8 +6,8 @@ returning an ``ml_collections.ConfigDict``. ``arg`` selects a preset (``paper``,
 
     restore-jax train --config configs/baseline_sr.py:demo --workdir /tmp/demo --config.optim.lr=1e-3
 
-This module depends only on ``ml_collections`` (no JAX): validation takes the device and process
-counts as arguments so it can be unit-tested and run before any backend starts.
+Importing this module imports no JAX (only ``ml_collections`` and the engine's error types):
+validation takes the device and process counts as arguments so it runs before any backend starts.
 """
 
 from __future__ import annotations
@@ -20,15 +20,14 @@ from typing import Any
 import ml_collections
 from ml_collections import ConfigDict
 
+from restore_jax.train.errors import ConfigError
+
 NAN_POLICIES = ("stop", "skip")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 STEP_KINDS = ("supervised", "gan", "contrastive")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine", "cosine_restarts", "exponential")
 MESH_AXES = ("data", "fsdp")
-
-
-from restore_jax.train.errors import ConfigError  # noqa: E402  (JAX-free module)
 
 
 # --------------------------------------------------------------------------------------------

@@ -155,3 +155,14 @@ def test_parse_arg_rejects_unknown_knobs():
         common.parse_arg("ci,foo=1", presets=("ci",), default="ci", steps=0)
     a = common.parse_arg("preset=ci,steps=4", presets=("ci",), default="ci", steps=0)
     assert (a.preset, a.steps) == ("ci", 4)
+
+
+def test_validate_sizes_divisible_by_the_model_factor():
+    c = _ci()
+    c.data.builder.kwargs.hr_size = 30
+    with pytest.raises(ConfigError, match=r"hr_size=30 is not divisible by model.scale=4"):
+        common.validate(c, num_devices=1)
+    c = _ci()
+    c.eval.sr_psnr_ssim.batch_size = 6
+    with pytest.raises(ConfigError, match=r"eval.sr_psnr_ssim.batch_size=6 must be divisible"):
+        common.validate(c, num_devices=4)

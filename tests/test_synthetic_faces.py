@@ -127,8 +127,10 @@ def test_brow_and_lip_landmarks_lie_on_the_painted_features():
         idn = _plain(seed)
         ex = Expression(mouth_open=0.6, smile=0.3)
         img, lm, _ = render_face(idn, (0, 0, 0), ex, SIZE)
-        brows = _dilate(_changed(img, render_face(dataclasses.replace(idn, brow_r=1.0, brow_g=0.0, brow_b=1.0), (0, 0, 0), ex, SIZE)[0]))
-        lips = _dilate(_changed(img, render_face(dataclasses.replace(idn, lip_r=0.0, lip_g=1.0, lip_b=0.0), (0, 0, 0), ex, SIZE)[0]))
+        magenta_brows = dataclasses.replace(idn, brow_r=1.0, brow_g=0.0, brow_b=1.0)
+        green_lips = dataclasses.replace(idn, lip_r=0.0, lip_g=1.0, lip_b=0.0)
+        brows = _dilate(_changed(img, render_face(magenta_brows, (0, 0, 0), ex, SIZE)[0]))
+        lips = _dilate(_changed(img, render_face(green_lips, (0, 0, 0), ex, SIZE)[0]))
         assert _at(brows, lm[17:27]).all(), "brow landmarks must touch brow pixels"
         assert _at(lips, lm[48:60]).all(), "outer lip landmarks must touch lip pixels"
         assert _at(lips, lm[60:68]).mean() >= 0.75  # inner lip points border the dark mouth opening

@@ -14,7 +14,6 @@ from restore_jax.losses import info_nce, l2_normalize, ns_d_loss, ns_g_loss
 from restore_jax.train import mesh as mesh_lib
 from restore_jax.train.loop import Trainer
 from restore_jax.train.optim import make_optimizer
-from restore_jax.train.recipe import Recipe
 from restore_jax.train.state import graphdefs_of, make_init_fn
 from restore_jax.train.steps import (
     StepOptions,
@@ -103,7 +102,7 @@ def test_grad_accumulation_matches_full_batch(sharded_config):
         )
         return full, acc, bf16
 
-    (l_full, _, g_full), (l_acc, _, g_acc), (l_bf, _, g_bf) = both(state.params, batch)
+    (l_full, _, g_full, _), (l_acc, _, g_acc, _), (l_bf, _, g_bf, _) = both(state.params, batch)
     np.testing.assert_allclose(l_acc, l_full, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(g_acc), jax.tree.leaves(g_full)):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
@@ -128,10 +127,11 @@ class _Gen(nnx.Module):
 class _Disc(nnx.Module):
     def __init__(self, rngs):
         self.conv = nnx.Conv(3, 4, (3, 3), strides=(2, 2), rngs=rngs)
+        self.bn = nnx.BatchNorm(4, rngs=rngs)  # non-Param state: carried in extras['model_state']
         self.head = nnx.Linear(4, 1, rngs=rngs)
 
     def __call__(self, x):
-        return self.head(jax.nn.leaky_relu(self.conv(x), 0.2).mean(axis=(1, 2)))[:, 0]
+        return self.head(jax.nn.leaky_relu(self.bn(self.conv(x)), 0.2).mean(axis=(1, 2)))[:, 0]
 
 
 def _gan_losses():
@@ -176,6 +176,10 @@ def test_gan_step_updates_both_networks_with_ratio():
     assert int(s2.opt_state["G"][-1].count) == 1
     assert float(m2["loss/G"]) == 0.0 and np.isfinite(float(m1["loss/G"]))
     assert float(m1["finite"]) == float(m2["finite"]) == 1.0
+    # D's batch statistics are model state: updated by every forward pass of D, kept in float32
+    assert set(s0.extras["model_state"]) == {"D"}
+    mean0, mean1, mean2 = (np.asarray(s.extras["model_state"]["D"]["bn"]["mean"]) for s in (s0, s1, s2))
+    assert mean1.dtype == np.float32 and not np.array_equal(mean0, mean1) and not np.array_equal(mean1, mean2)
     # EMA follows G: ema = 0.5 * ema + 0.5 * params after each step
     e = jax.tree.map(lambda a, b: 0.5 * a + 0.5 * b, s0.ema_params["G"], s1.params["G"])
     e = jax.tree.map(lambda a, b: 0.5 * a + 0.5 * b, e, s2.params["G"])

@@ -102,7 +102,7 @@ def test_pixel_and_adversarial_losses_match_numpy():
 
 def test_untrained_baseline_sr_outputs_matlab_bicubic():
     """Zero-initialised tail: the network starts exactly at its global bicubic skip."""
-    graphdef, params = split_module(nnx.eval_shape(lambda: BaselineSR(scale=4, channels=8, num_blocks=1, rngs=nnx.Rngs(0))))
+    graphdef, params, model_state = split_module(nnx.eval_shape(lambda: BaselineSR(scale=4, channels=8, num_blocks=1, rngs=nnx.Rngs(0))))
     fast = {"xla_backend_optimization_level": 0}
 
     @functools.partial(jax.jit, compiler_options=fast)
@@ -115,6 +115,7 @@ def test_untrained_baseline_sr_outputs_matlab_bicubic():
     assert out.shape == (2, 24, 20, 3)
     np.testing.assert_allclose(out, imresize_np(lr.astype(np.float64), 4.0), atol=1e-5)
     assert isinstance(params, dict) and set(params) >= {"head", "blocks", "upsampler", "tail"}
+    assert model_state == {}
 
 
 def test_logging_helpers():

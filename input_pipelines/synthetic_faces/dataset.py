@@ -13,6 +13,7 @@ sample (consecutive indices are different people).
 
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence
 
 import numpy as np
@@ -33,6 +34,11 @@ SPLITS = ("train", "val", "test")
 SPLIT_OFFSETS = {"train": 0, "val": 10_000_000, "test": 20_000_000}
 DEFAULT_NUM_IDENTITIES = {"train": 1000, "val": 100, "test": 100}
 _TAG_STILL, _TAG_SEQ, _TAG_VIEWS, _TAG_SET = 11, 12, 13, 14
+
+
+@functools.lru_cache(maxsize=2048)  # pure memo (identities are small, frozen and revisited)
+def _identity(seed: int, identity_id: int) -> Identity:
+    return sample_identity((seed, identity_id))
 
 
 class SyntheticFaces:
@@ -104,7 +110,7 @@ class SyntheticFaces:
 
     def identity(self, identity_id: int) -> Identity:
         """The person with global id ``identity_id`` (for this dataset seed)."""
-        return sample_identity((self.seed, int(identity_id)))
+        return _identity(self.seed, int(identity_id))
 
     def _rng(self, index: int, tag: int) -> np.random.Generator:
         index = self._check(index)
@@ -132,10 +138,11 @@ class SyntheticFaces:
         _, idn, rec = self._base(index)
         pose = sample_pose(rng, self.max_yaw)
         ex = sample_expression(rng)
+        jit = rng.normal(0.0, 1.0, 3).tolist()
         lighting = (
-            float(np.clip(idn.light_azimuth + rng.normal(0, 20), -80, 80)),
-            float(np.clip(idn.light_elevation + rng.normal(0, 10), -20, 70)),
-            float(np.clip(idn.ambient + rng.normal(0, 0.05), 0.2, 0.7)),
+            min(max(idn.light_azimuth + 20.0 * jit[0], -80.0), 80.0),
+            min(max(idn.light_elevation + 10.0 * jit[1], -20.0), 70.0),
+            min(max(idn.ambient + 0.05 * jit[2], 0.2), 0.7),
         )
         translation = rng.normal(0, 0.04, 2)
         zoom = float(rng.uniform(0.94, 1.06))
@@ -179,7 +186,9 @@ class SyntheticFaces:
         rec["fps"] = np.asarray(fps, np.float32)
         return rec
 
-    def voice(self, index: int, duration_s: float = 1.0, sample_rate: int = 16000, *, start_time: float = 0.0) -> dict[str, np.ndarray]:
+    def voice(
+        self, index: int, duration_s: float = 1.0, sample_rate: int = 16000, *, start_time: float = 0.0
+    ) -> dict[str, np.ndarray]:
         """Audio record ``waveform`` float32 (N,), ``sample_rate``, ``voice_pitch`` (Hz), identity labels.
         Lip-synchronised with :meth:`sequence` of the same index and ``start_time``."""
         _, idn, rec = self._base(index)

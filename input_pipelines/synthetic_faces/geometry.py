@@ -99,7 +99,9 @@ class Expression:
         return cls(**{k: float(x) for k, x in zip(EXPRESSION_FIELDS, vector)})
 
     def clipped(self) -> "Expression":
-        return Expression(**{k: float(np.clip(getattr(self, k), *_EXPRESSION_RANGES[k])) for k in EXPRESSION_FIELDS})
+        return Expression(
+            **{k: min(max(float(getattr(self, k)), lo), hi) for k, (lo, hi) in _EXPRESSION_RANGES.items()}
+        )
 
 
 EXPRESSION_DIM = len(EXPRESSION_FIELDS)
@@ -339,8 +341,9 @@ def ray_union(
     (``half = +-1``) only count hits on their own half (local ``y`` >= 0 or <= 0). Returns
     ``lam`` (N,) (``-inf`` where every part is missed) and the index of the part hit (N,).
     """
-    o = ((origins[None, :, :] - centers[:, None, :]) @ rots) / axes[:, None, :]  # (K, N, 3)
-    d = (np.broadcast_to(directions, origins.shape)[None, :, :] @ rots) / axes[:, None, :]
+    # einsum instead of stacked matmul: tiny matrices, and no per-matrix BLAS calls.
+    o = np.einsum("knj,kji->kni", origins[None, :, :] - centers[:, None, :], rots) / axes[:, None, :]  # (K, N, 3)
+    d = np.einsum("nj,kji->kni", np.broadcast_to(directions, origins.shape), rots) / axes[:, None, :]
     qa = (d * d).sum(-1)
     qb = (o * d).sum(-1)
     qc = (o * o).sum(-1) - 1.0
@@ -362,7 +365,7 @@ def _frontal(xy: np.ndarray, table) -> tuple[np.ndarray, np.ndarray]:
     """
     centers, rots, axes, half = table
     xy = np.atleast_2d(np.asarray(xy, np.float64))
-    q = (rots / (axes * axes)[:, None, :]) @ rots.transpose(0, 2, 1)  # (K, 3, 3)
+    q = np.einsum("kij,klj->kil", rots / (axes * axes)[:, None, :], rots)  # (K, 3, 3)
     dx = xy[None, :, 0] - centers[:, 0:1]  # (K, N)
     dy = xy[None, :, 1] - centers[:, 1:2]
     qzz = q[:, 2, 2:3]
@@ -442,7 +445,7 @@ def _freeze(a: np.ndarray) -> np.ndarray:
     return a
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=1024)  # pure memo: dataset identities are revisited
 def _identity_parts(idn: Identity) -> _IdentityParts:
     skin = _freeze(idn.rgb("skin"))
     label = PART_LABELS
@@ -484,7 +487,7 @@ def _identity_parts(idn: Identity) -> _IdentityParts:
     ) + tuple(
         Ellipsoid(
             f"nostril_{n}", label["nose"], _freeze([s * 0.038 * nw, y_tip - 0.072, za[1] + 0.045]),
-            _freeze([0.024 * nw, 0.013, 0.04]), _freeze(_rot_y(-s * 20.0)), _freeze(skin * 0.4),
+            _freeze([0.024 * nw, 0.013, 0.04]), _freeze(_rot_y(-s * 20.0)), _freeze(skin * 0.4), occluder=False,
         )
         for s, n in zip(sides, "rl")
     )
@@ -613,9 +616,25 @@ def build_face_model(identity: Identity, expression: Expression | None = None) -
             [0.42, -0.30 + smile_up],
         ]
     )
+    # Jaw landmarks 0-16: the frontal outline of the head union, pulled 7 % inwards, lifted onto
+    # the surface (cast together with the anchors).
+    y_mid = -0.42
+    dirs = _JAW_DIRS
+    radius = np.zeros(17)
+    for part_ in head:
+        ax, ay = part_.axes[0], part_.axes[1]
+        dy0 = y_mid - part_.center[1]
+        qa = (dirs[:, 0] / ax) ** 2 + (dirs[:, 1] / ay) ** 2
+        qb = dirs[:, 1] * dy0 / ay**2
+        qc = (dy0 / ay) ** 2 - 1.0
+        r = (-qb + np.sqrt(np.maximum(qb * qb - qa * qc, 0.0))) / qa
+        if part_.half:
+            r = np.where(part_.half * (dy0 + r * dirs[:, 1]) >= 0, r, 0.0)
+        radius = np.maximum(radius, r)
+    jaw_xy = np.array([0.0, y_mid]) + 0.93 * radius[:, None] * dirs
     tilt, raise_ = idn.eye_tilt, ex.brow_raise
-    p, n = _frontal(anchors_xy, head_table)
-    frames = _frames(p, n, np.array([-tilt, tilt, 4.0 * raise_, -4.0 * raise_, 0.0, 0.0, 0.0]))
+    p, n = _frontal(np.concatenate([anchors_xy, jaw_xy]), head_table)
+    frames = _frames(p[:7], n[:7], np.array([-tilt, tilt, 4.0 * raise_, -4.0 * raise_, 0.0, 0.0, 0.0]))
 
     # --- eyes -----------------------------------------------------------------------------------
     eyes = []
@@ -677,22 +696,7 @@ def build_face_model(identity: Identity, expression: Expression | None = None) -
 
     # --- landmarks ------------------------------------------------------------------------------
     lms = np.empty((68, 3))
-    # Jaw 0-16: the frontal outline of the head union, pulled 7 % inwards, lifted onto the surface.
-    y_mid = -0.42
-    dirs = _JAW_DIRS
-    radius = np.zeros(17)
-    for part_ in head:
-        ax, ay = part_.axes[0], part_.axes[1]
-        dy0 = y_mid - part_.center[1]
-        qa = (dirs[:, 0] / ax) ** 2 + (dirs[:, 1] / ay) ** 2
-        qb = dirs[:, 1] * dy0 / ay**2
-        qc = (dy0 / ay) ** 2 - 1.0
-        r = (-qb + np.sqrt(np.maximum(qb * qb - qa * qc, 0.0))) / qa
-        if part_.half:
-            r = np.where(part_.half * (dy0 + r * dirs[:, 1]) >= 0, r, 0.0)
-        radius = np.maximum(radius, r)
-    jaw_xy = np.array([0.0, y_mid]) + 0.93 * radius[:, None] * dirs
-    lms[0:17] = _frontal(jaw_xy, head_table)[0]
+    lms[0:17] = p[7:]
     lms[27:36] = ip.nose_landmarks
     # Decal landmarks: local (u, v) points pushed along each decal's normal onto the head.
     uv_list, frame_of = [], []
@@ -762,7 +766,7 @@ def landmark_visibility(model: FaceModel, camera: Camera, tol: float = 0.01) -> 
     rigid = np.array([p.rigid for p in occ])
     rot = camera.rotation
     centers = np.where(rigid[:, None], centers @ rot.T, centers) + camera.translation
-    rots = np.where(rigid[:, None, None], rot @ rots, rots)
+    rots = np.where(rigid[:, None, None], np.einsum("ij,kjl->kil", rot, rots), rots)
     cam = camera.to_camera(model.landmarks, True)
     origins = cam.copy()
     origins[:, 2] = -20.0

@@ -202,48 +202,67 @@ _FRAME_COLOURS = np.array(
 )
 
 
-def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
+def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
     """Scalar HSV (all in [0, 1]) to RGB."""
     i = int(h * 6.0) % 6
     f = h * 6.0 - math.floor(h * 6.0)
     p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i])
+    return [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
+
+
+def _choice(u: float, probs: Sequence[float]) -> int:
+    """Index drawn with probabilities ``probs`` from one uniform ``u``."""
+    total = sum(probs)
+    acc = 0.0
+    for i, p in enumerate(probs):
+        acc += p / total
+        if u < acc:
+            return i
+    return len(probs) - 1
+
+
+_NUM_UNIFORMS = 72
 
 
 def sample_identity(seed_or_rng: SeedLike) -> Identity:
     """Draw one identity. Deterministic: the same seed always gives the same identity.
 
     ``seed_or_rng`` is an int, a sequence of ints (e.g. ``(dataset_seed, identity_id)``), a
-    ``numpy.random.SeedSequence`` or a ``numpy.random.Generator`` (which is advanced).
+    ``numpy.random.SeedSequence`` or a ``numpy.random.Generator`` (which is advanced by a fixed
+    number of draws).
     """
     rng = as_rng(seed_or_rng)
-    u = rng.random  # every draw below happens in a fixed order
-
-    def jitter(c: np.ndarray, amount: float) -> np.ndarray:
-        return np.clip(c + (u(3) - 0.5) * 2 * amount, 0.0, 1.0)
+    draws = rng.random(_NUM_UNIFORMS).tolist()
+    normals = rng.standard_normal(2).tolist()
+    u = iter(draws).__next__  # every draw below happens in a fixed order
 
     def uniform(lo: float, hi: float) -> float:
-        return float(lo + (hi - lo) * u())
+        return lo + (hi - lo) * u()
+
+    def jitter(c: Sequence[float], amount: float) -> tuple[float, float, float]:
+        return tuple(min(max(x + (u() - 0.5) * 2 * amount, 0.0), 1.0) for x in c)
+
+    def pick(palette: np.ndarray, probs: Sequence[float]) -> list[float]:
+        return palette[_choice(u(), probs)].tolist()
 
     head_width = uniform(0.9, 1.1)
     head_height = uniform(0.93, 1.07)
     jaw_width = uniform(0.72, 0.95)
     chin_length = uniform(0.9, 1.1)
 
-    tone = float(u())
+    tone = u()
     pos = tone * (len(_SKIN_STOPS) - 1)
     k = min(int(pos), len(_SKIN_STOPS) - 2)
-    skin = jitter(_SKIN_STOPS[k] + (pos - k) * (_SKIN_STOPS[k + 1] - _SKIN_STOPS[k]), 0.025)
+    skin = jitter((_SKIN_STOPS[k] + (pos - k) * (_SKIN_STOPS[k + 1] - _SKIN_STOPS[k])).tolist(), 0.025)
 
     eye_width = uniform(0.88, 1.12)
     eye_height = uniform(0.8, 1.2)
     eye_spacing = uniform(0.92, 1.08)
     eye_tilt = uniform(-5.0, 8.0)
-    iris = jitter(_IRIS_COLOURS[rng.choice(len(_IRIS_COLOURS), p=[0.3, 0.2, 0.15, 0.1, 0.15, 0.1])], 0.04)
     if tone > 0.55:  # darker skin: mostly brown eyes
-        iris = jitter(_IRIS_COLOURS[int(u() < 0.5)], 0.03)
+        iris = jitter(pick(_IRIS_COLOURS, [0.5, 0.5, 0.0, 0.0, 0.0, 0.0]), 0.03)
     else:
-        u()
+        iris = jitter(pick(_IRIS_COLOURS, [0.3, 0.2, 0.15, 0.1, 0.15, 0.1]), 0.04)
     iris_size = uniform(0.88, 1.1)
     pupil_size = uniform(0.32, 0.5)
 
@@ -255,28 +274,28 @@ def sample_identity(seed_or_rng: SeedLike) -> Identity:
     nose_width = uniform(0.8, 1.25)
     mouth_width = uniform(0.82, 1.18)
     lip_thickness = uniform(0.7, 1.35)
-    lip = jitter(0.55 * skin * np.array([1.0, 0.6, 0.6]) + 0.45 * np.array([0.72, 0.28, 0.30]), 0.04)
+    lip = jitter([0.55 * skin[0] + 0.45 * 0.72, 0.33 * skin[1] + 0.45 * 0.28, 0.33 * skin[2] + 0.45 * 0.30], 0.04)
 
-    hair_style = int(rng.choice(4, p=[0.4, 0.3, 0.1, 0.2]))
-    hair_volume = float(u())
-    probs = _HAIR_PROBS_DARK if tone > 0.6 else _HAIR_PROBS_LIGHT
-    hair = jitter(_HAIR_COLOURS[rng.choice(len(_HAIR_COLOURS), p=probs / probs.sum())], 0.03)
-    brow = np.clip(hair * 0.75 + 0.03, 0.0, 1.0)
-    if hair.mean() > 0.55:  # light hair: brows a little darker than the hair
-        brow = np.clip(hair * 0.6, 0.0, 1.0)
+    hair_style = _choice(u(), [0.4, 0.3, 0.1, 0.2])
+    hair_volume = u()
+    hair = jitter(pick(_HAIR_COLOURS, _HAIR_PROBS_DARK if tone > 0.6 else _HAIR_PROBS_LIGHT), 0.03)
+    if sum(hair) / 3 > 0.55:  # light hair: brows a little darker than the hair
+        brow = [min(c * 0.6, 1.0) for c in hair]
+    else:
+        brow = [min(c * 0.75 + 0.03, 1.0) for c in hair]
     brow = jitter(brow, 0.02)
 
     glasses = int(u() < 0.25)
-    frame = jitter(_FRAME_COLOURS[rng.integers(len(_FRAME_COLOURS))], 0.03)
-    shirt = _hsv_to_rgb(float(u()), uniform(0.2, 0.8), uniform(0.2, 0.9))
+    frame = jitter(pick(_FRAME_COLOURS, [1.0] * len(_FRAME_COLOURS)), 0.03)
+    shirt = _hsv_to_rgb(u(), uniform(0.2, 0.8), uniform(0.2, 0.9))
 
-    background_kind = int(rng.integers(len(BACKGROUND_KINDS)))
-    h1 = float(u())
+    background_kind = min(int(u() * len(BACKGROUND_KINDS)), len(BACKGROUND_KINDS) - 1)
+    h1 = u()
     bg1 = _hsv_to_rgb(h1, uniform(0.1, 0.6), uniform(0.35, 0.95))
     bg2 = _hsv_to_rgb((h1 + uniform(-0.2, 0.2)) % 1.0, uniform(0.1, 0.7), uniform(0.2, 0.9))
     background_angle = uniform(0.0, 180.0)
     background_freq = uniform(3.0, 12.0)
-    background_seed = int(rng.integers(0, 2**24))
+    background_seed = min(int(u() * 2**24), 2**24 - 1)
 
     light_azimuth = uniform(-55.0, 55.0)
     light_elevation = uniform(-5.0, 50.0)
@@ -285,9 +304,9 @@ def sample_identity(seed_or_rng: SeedLike) -> Identity:
     # Voice: larger heads and wider jaws speak lower; the rest is individual variation.
     size_z = ((head_width * head_height) - 1.0) / 0.07
     jaw_z = (jaw_width - 0.835) / 0.066
-    log_pitch = math.log(150.0) - 0.16 * size_z - 0.12 * jaw_z + 0.22 * float(rng.standard_normal())
-    voice_pitch = float(np.clip(math.exp(log_pitch), 85.0, 260.0))
-    formant_scale = float(np.clip(1.0 - 0.05 * size_z + 0.03 * rng.standard_normal(), 0.85, 1.15))
+    log_pitch = math.log(150.0) - 0.16 * size_z - 0.12 * jaw_z + 0.22 * normals[0]
+    voice_pitch = min(max(math.exp(log_pitch), 85.0), 260.0)
+    formant_scale = min(max(1.0 - 0.05 * size_z + 0.03 * normals[1], 0.85), 1.15)
 
     return Identity(
         head_width=head_width,

@@ -148,7 +148,8 @@ def make_motion(identity: Identity, seed: int, motion_scale: float = 1.0) -> Mot
     slow_amp = np.array([0.35, 0.3, 0.35, 0.2]) * (0.5 + rng.random(4))
     slow_freq = (0.04 + 0.16 * rng.random(4)) * max(k, 0.25)
     slow_phase = 2 * np.pi * rng.random(4)
-    return Motion(identity, int(seed), float(motion_scale), base, amp, freq, phase, slow_amp, slow_freq, slow_phase, float(rng.uniform(-0.1, 0.4)))
+    smile_bias = float(rng.uniform(-0.1, 0.4))
+    return Motion(identity, int(seed), float(motion_scale), base, amp, freq, phase, slow_amp, slow_freq, slow_phase, smile_bias)
 
 
 def motion_at(motion: Motion, times: Sequence[float] | np.ndarray) -> dict[str, np.ndarray]:

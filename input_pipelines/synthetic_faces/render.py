@@ -40,6 +40,9 @@ from .geometry import (
 from .identity import Identity
 
 F32 = np.float32
+# Float32 scalar constants: NumPy handles Python floats in array operations as "weak" scalars,
+# which costs noticeably more per call than a float32 scalar.
+_0, _1, _HALF = F32(0.0), F32(1.0), F32(0.5)
 _SCLERA = np.array([0.93, 0.91, 0.88], F32)
 _TEETH = np.array([0.92, 0.9, 0.84], F32)
 _MOUTH_IN = np.array([0.28, 0.06, 0.07], F32)
@@ -55,8 +58,8 @@ def light_direction(azimuth: float, elevation: float) -> np.ndarray:
 
 def _clip01(x: np.ndarray) -> np.ndarray:
     """Clip to [0, 1] in place (cheaper than np.clip for small arrays)."""
-    np.maximum(x, 0.0, out=x)
-    np.minimum(x, 1.0, out=x)
+    np.maximum(x, _0, out=x)
+    np.minimum(x, _1, out=x)
     return x
 
 
@@ -174,7 +177,7 @@ def _background_planar(identity: Identity, size: tuple[int, int]) -> np.ndarray:
             a = dx * dx
             a += dy * dy
             a *= F32(-1.0 / (r * r))
-            a += 1.0
+            a += _1
             a = np.sqrt(_clip01(a))
             a *= F32(0.35)
             sub = img[:, y0:y1, x0:x1]
@@ -244,11 +247,11 @@ class _Canvas:
                 kl += v * (np.array([ks, 1.0], F32)[:, None, None] - kl)
             else:
                 kl[0] += vis * (ks - kl[0])
-                kl[1] += vis * (1.0 - kl[1])
+                kl[1] += vis * (_1 - kl[1])
         if depth is not None:
-            np.copyto(self.z[y0:y1, x0:x1], depth, where=vis > 0.5)
+            np.copyto(self.z[y0:y1, x0:x1], depth, where=vis > _HALF)
         if label is not None and self.labels is not None:
-            np.copyto(self.labels[y0:y1, x0:x1], label, where=vis > 0.5)
+            np.copyto(self.labels[y0:y1, x0:x1], label, where=vis > _HALF)
 
     def shade(self) -> np.ndarray:
         """Final planar image: albedo * (ambient + half-Lambert) + Blinn specular + catch-lights."""
@@ -263,7 +266,7 @@ class _Canvas:
             inv += nz * nz
             inv += F32(1e-12)
             np.sqrt(inv, out=inv)
-            np.divide(1.0, inv, out=inv)
+            np.divide(_1, inv, out=inv)
             lx, ly, lz = (F32(v) for v in self.light)
             hx, hy, hz = (F32(v) for v in self.half)
             ndl = nx * lx
@@ -278,18 +281,19 @@ class _Canvas:
             amb = self.ambient
             diffuse = ndl + F32(0.25)
             diffuse *= F32(0.8 * (1 - amb))
-            np.clip(diffuse, 0.0, F32(1 - amb), out=diffuse)
-            np.maximum(front, 0.0, out=front)
+            np.maximum(diffuse, _0, out=diffuse)
+            np.minimum(diffuse, F32(1 - amb), out=diffuse)
+            np.maximum(front, _0, out=front)
             front *= F32(0.55 * amb)
             shade = diffuse
             shade += front
             shade += F32(0.45 * amb - 1.0)
             shade *= lit
-            shade += 1.0
+            shade += _1
             _clip01(ndh)
             for _ in range(4):
                 ndh *= ndh
-            ndl *= 4
+            ndl *= F32(4.0)
             spec = _clip01(ndl)
             spec *= ndh
             spec *= self.kl[0, r0:r1]
@@ -318,12 +322,12 @@ class _CamTable:
         self.index = {p.name: i for i, p in enumerate(solids)}
         centers, rots, axes, half = _table(solids)
         rigid = np.array([p.rigid for p in solids])
-        r = np.where(rigid[:, None, None], cam.rotation @ rots, rots)
+        r = np.where(rigid[:, None, None], np.einsum("ij,kjl->kil", cam.rotation, rots), rots)
         c = np.where(rigid[:, None], centers @ cam.rotation.T, centers) + cam.translation
         a2 = axes * axes
         rt = r.transpose(0, 2, 1)
-        sigma = (r * a2[:, None, :]) @ rt
-        q = (r / a2[:, None, :]) @ rt
+        sigma = np.einsum("kij,klj->kil", r * a2[:, None, :], r)  # R diag(a^2) R^T (no per-matrix BLAS calls)
+        q = np.einsum("kij,klj->kil", r / a2[:, None, :], r)
         det = sigma[:, 0, 0] * sigma[:, 1, 1] - sigma[:, 0, 1] ** 2
         k = len(solids)
         p = np.empty((k, 32), np.float64)
@@ -366,18 +370,18 @@ class _Solids:
         if box is None:
             return
         T = _CamTable
-        p = table.p[sel]
+        P = self._params()
         y0, y1, x0, x1 = box
-        dx = cv.gx[None, y0:y1, x0:x1] - p[:, T.C0]  # (K, h, w)
-        dy = cv.gy[None, y0:y1, x0:x1] - p[:, T.C1]
+        dx = cv.gx[None, y0:y1, x0:x1] - P(T.C0)  # (K, h, w)
+        dy = cv.gy[None, y0:y1, x0:x1] - P(T.C1)
         # Silhouette implicit g = d^T M2 d - 1 (< 0 inside) and its half gradient M2 d.
-        m0 = dx * p[:, T.M00]
-        m0 += dy * p[:, T.M01]
-        m1 = dx * p[:, T.M01]
-        m1 += dy * p[:, T.M11]
+        m0 = dx * P(T.M00)
+        m0 += dy * P(T.M01)
+        m1 = dx * P(T.M01)
+        m1 += dy * P(T.M11)
         g = dx * m0
         g += dy * m1
-        g -= 1.0
+        g -= _1
         m0 *= m0
         m1 *= m1
         m0 += m1
@@ -385,46 +389,54 @@ class _Solids:
         m0 += F32(1e-6)
         alpha = g * F32(-0.5 * cv.s)
         alpha /= m0
-        alpha += F32(0.5)
+        alpha += _HALF
         self.alpha = _clip01(alpha)
         self.inside = g < 0
         # Front root of the ray/quadric equation (rays along -z).
-        qzz = p[:, T.QZZ]
+        qzz = P(T.QZZ)
         delta = g
         delta *= -qzz  # discriminant, >= 0 inside
-        np.maximum(delta, 0.0, out=delta)
+        np.maximum(delta, _0, out=delta)
         np.sqrt(delta, out=delta)
-        delta -= dx * p[:, T.Q02]
-        delta -= dy * p[:, T.Q12]
+        delta -= dx * P(T.Q02)
+        delta -= dy * P(T.Q12)
         delta /= qzz
-        self.t = delta + p[:, T.C2]
+        self.t = delta + P(T.C2)
         self.dx, self.dy, self.delta = dx, dy, delta
         if table.has_half[sel].any():  # half-ellipsoids keep the side of the front point's local y
-            ly = dx * p[:, T.R01]
-            ly += dy * p[:, T.R11]
-            ly += delta * p[:, T.R21]
-            ly *= p[:, T.HALF]
-            ok = ly >= 0
-            ok |= p[:, T.HALF] == 0
+            ly = dx * P(T.R01)
+            ly += dy * P(T.R11)
+            ly += delta * P(T.R21)
+            ly *= P(T.HALF)
+            ok = ly >= _0
+            ok |= P(T.HALF) == _0
             self.alpha *= ok
             self.inside &= ok
         n = np.empty((len(self.parts), 3) + dx.shape[1:], F32)
         qn = T.QN
         for i in range(3):
             ni = n[:, i]
-            np.multiply(dx, p[:, qn + 3 * i], out=ni)
-            ni += dy * p[:, qn + 3 * i + 1]
-            ni += delta * p[:, qn + 3 * i + 2]
+            np.multiply(dx, P(qn + 3 * i), out=ni)
+            ni += dy * P(qn + 3 * i + 1)
+            ni += delta * P(qn + 3 * i + 2)
         self.n = n
+
+    def _params(self):
+        """Parameter accessor: float32 scalars for a single part (cheapest), else (K, 1, 1) arrays."""
+        p = self.table.p[self.sel]
+        if p.shape[0] == 1:
+            flat = p[0, :, 0, 0]
+            return flat.__getitem__
+        return lambda i: p[:, i]
 
     def unit_coords(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Front surface point in each part's own unit-sphere coordinates (xn, yn, zn)."""
-        p, ri = self.table.p[self.sel], _CamTable.RI
+        P, ri = self._params(), _CamTable.RI
         out = []
         for i in range(3):
-            c = self.dx * p[:, ri + 3 * i]
-            c += self.dy * p[:, ri + 3 * i + 1]
-            c += self.delta * p[:, ri + 3 * i + 2]
+            c = self.dx * P(ri + 3 * i)
+            c += self.dy * P(ri + 3 * i + 1)
+            c += self.delta * P(ri + 3 * i + 2)
             out.append(c)
         return tuple(out)
 
@@ -453,10 +465,10 @@ class _Solids:
             zmax = np.where(self.inside & (vis > 0), self.t, neg).max(axis=0)
             occ = self.t - zmax
             occ *= F32(1.0 / tau)
-            occ += 1.0
+            occ += _1
             vis *= _clip01(occ)
             wsum = vis.sum(axis=0)
-            v = np.minimum(wsum, 1.0)
+            v = np.minimum(wsum, _1)
             wts = vis / np.maximum(wsum, F32(1e-6))
             if color.ndim == 2:
                 col = np.einsum("khw,kc->chw", wts, color)
@@ -493,14 +505,14 @@ def _hair_mask(ev: _Solids, cv: _Canvas) -> tuple[np.ndarray, np.ndarray]:
             pt = xn - F32(hm.part)
             np.abs(pt, out=pt)
             pt *= F32(-6.0)
-            pt += 1.0
+            pt += _1
             _clip01(pt)
             pt *= front
             pt *= F32(0.06)
             line -= pt
     mask = yn - line
     mask *= F32(cv.s * part.axes[1])
-    mask += F32(0.5)
+    mask += _HALF
     return _clip01(mask), _strands(xn, yn)
 
 
@@ -545,10 +557,18 @@ def _draw_head(cv: _Canvas, table: _CamTable, sel: slice) -> None:
 # Decals.
 
 
-def _coef(quads) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-member quadratics ``A + B u + C u^2`` (K, 3) as three float32 (K, 1, 1) arrays."""
-    q = np.asarray(quads, np.float64).reshape(-1, 3).astype(F32)[:, :, None, None]
-    return q[:, 0], q[:, 1], q[:, 2]
+def _kk(values):
+    """Per-member parameter: a float32 scalar when all members agree (cheap), else (K, 1, 1)."""
+    v = np.asarray(values, np.float64).reshape(-1)
+    if (v == v[0]).all():
+        return F32(v[0])
+    return v.astype(F32)[:, None, None]
+
+
+def _coef(quads) -> tuple:
+    """Per-member quadratics ``A + B u + C u^2`` (K, 3) as three :func:`_kk` parameters."""
+    q = np.asarray(quads, np.float64).reshape(-1, 3)
+    return _kk(q[:, 0]), _kk(q[:, 1]), _kk(q[:, 2])
 
 
 class _DecalBatch:
@@ -560,28 +580,36 @@ class _DecalBatch:
     :meth:`finish`. Anti-aliasing uses the pixel size along ``v`` (``kv``) and ``u`` (``ku``).
     """
 
-    def __init__(self, cv: _Canvas, frames: Sequence[Sequence[Frame]], extents: Sequence[tuple[float, float, float, float]]):
-        """``frames[f][k]``: frame of slot ``f`` for member ``k``; ``extents[f]``: (u0, u1, v0, v1)."""
+    def __init__(
+        self,
+        cv: _Canvas,
+        frames: Sequence[Sequence[Frame]],
+        extents: Sequence[tuple[float, float, float, float]],
+        mirror: Optional[Sequence[float]] = None,
+    ):
+        """``frames[f][k]``: frame of slot ``f`` for member ``k``; ``extents[f]``: (u0, u1, v0, v1).
+
+        ``mirror[k]`` (+-1) flips member ``k``'s ``u`` axis, so that mirror-symmetric features
+        (left/right eyes) share one set of shape parameters (scalars are much cheaper than
+        per-member broadcasts).
+        """
         cam = cv.cam
-        rot = cam.rotation
         self.cv = cv
         self.ok = False
-        n_members = len(frames[0])
-        lo = np.full((n_members, 2), np.inf)
-        hi = np.full((n_members, 2), -np.inf)
-        slots = []
-        for fr_list, (u0, u1, v0, v1) in zip(frames, extents):
-            m = np.stack([np.concatenate([f.center, f.e_u, f.e_v, f.n]) for f in fr_list]).reshape(n_members, 4, 3)
-            m = m @ rot.T
-            c = m[:, 0] + cam.translation
-            eu, ev, n = m[:, 1], m[:, 2], m[:, 3]
-            slots.append((c, eu, ev))
-            ru, rv = max(abs(u0), abs(u1)), max(abs(v0), abs(v1))
-            reach = max(ru, rv)
-            sag = reach * reach / 1.2 * np.hypot(n[:, 0], n[:, 1])  # surface behind the tangent plane
-            ext = np.abs(eu[:, :2]) * ru + np.abs(ev[:, :2]) * rv + sag[:, None]
-            lo = np.minimum(lo, c[:, :2] - ext)
-            hi = np.maximum(hi, c[:, :2] + ext)
+        n_slots, n_members = len(frames), len(frames[0])
+        # Camera-frame frames, all slots and members at once: (F, K, 4, 3) = centre, e_u, e_v, n.
+        m = np.array([[(f.center, f.e_u, f.e_v, f.n) for f in fr_list] for fr_list in frames])
+        m = np.einsum("fkaj,ij->fkai", m, cam.rotation)
+        m[:, :, 0] += cam.translation
+        c, eu, ev, n = m[:, :, 0], m[:, :, 1], m[:, :, 2], m[:, :, 3]
+        ext = np.abs(np.array(extents, np.float64))  # (F, 4)
+        ru = np.maximum(ext[:, 0], ext[:, 1])[:, None, None]
+        rv = np.maximum(ext[:, 2], ext[:, 3])[:, None, None]
+        reach = np.maximum(ru, rv)
+        sag = reach * reach / 1.2 * np.hypot(n[..., 0:1], n[..., 1:2])  # surface behind the tangent plane
+        half = np.abs(eu[..., :2]) * ru + np.abs(ev[..., :2]) * rv + sag  # (F, K, 2)
+        lo = (c[..., :2] - half).min(axis=0)  # (K, 2)
+        hi = (c[..., :2] + half).max(axis=0)
         # Pixel boxes of a common size.
         s = cv.s
         px0, px1 = cam.cx + s * lo[:, 0], cam.cx + s * hi[:, 0]
@@ -589,37 +617,33 @@ class _DecalBatch:
         wb = min(int(math.ceil(float((px1 - px0).max()))) + 3, cv.w)
         hb = min(int(math.ceil(float((py1 - py0).max()))) + 3, cv.h)
         onimage = (px1 >= 0) & (px0 <= cv.w) & (py1 >= 0) & (py0 <= cv.h)
-        xs0 = np.where(onimage, np.clip(np.floor(px0).astype(np.intp) - 1, 0, cv.w - wb), 0)
-        ys0 = np.where(onimage, np.clip(np.floor(py0).astype(np.intp) - 1, 0, cv.h - hb), 0)
-        self.rows = (ys0[:, None] + np.arange(hb))[:, :, None]  # (K, h, 1)
-        self.cols = (xs0[:, None] + np.arange(wb))[:, None, :]  # (K, 1, w)
-        idx = (self.rows, self.cols)
-        self.vis = cv.head_vis[idx]
+        xs0 = [min(max(math.floor(x) - 1, 0), cv.w - wb) if ok else 0 for x, ok in zip(px0.tolist(), onimage.tolist())]
+        ys0 = [min(max(math.floor(y) - 1, 0), cv.h - hb) if ok else 0 for y, ok in zip(py0.tolist(), onimage.tolist())]
+        self.boxes = boxes = [(int(y), int(y) + hb, int(x), int(x) + wb) for y, x in zip(ys0, xs0)]
+        crop = lambda a: np.stack([a[y0:y1, x0:x1] for y0, y1, x0, x1 in boxes])  # noqa: E731 (slices: cheap)
+        self.vis = crop(cv.head_vis)
         if not self.vis.any():
             return
         self.ok = True
-        t = cv.head_t[idx]
-        gx, gy = cv.gx[idx], cv.gy[idx]
-        self.albedo = cv.albedo[:, self.rows, self.cols]  # (3, K, h, w)
-        self.emit = cv.emit[idx]
-        self.labels = cv.labels[idx] if cv.labels is not None else None
-        self.u, self.v, self.uu, self.ku, self.kv = [], [], [], [], []
-        for c, eu, ev in slots:
-            m = np.empty((n_members, 9), np.float64)
-            m[:, 0:3], m[:, 3:6], m[:, 6:9] = c, eu, ev
-            m = m.astype(F32)[:, :, None, None]
-            dx, dy, dz = gx - m[:, 0], gy - m[:, 1], t - m[:, 2]
-            u = dx * m[:, 3]
-            u += dy * m[:, 4]
-            u += dz * m[:, 5]
-            v = dx * m[:, 6]
-            v += dy * m[:, 7]
-            v += dz * m[:, 8]
-            self.u.append(u), self.v.append(v), self.uu.append(u * u)
-            # Pixels per unit of u and v on the tangent plane (projected axis lengths; floored
-            # so that planes seen edge-on keep a finite anti-aliasing width).
-            self.ku.append(_k(s * np.maximum(np.hypot(eu[:, 0], eu[:, 1]), 0.05)))
-            self.kv.append(_k(s * np.maximum(np.hypot(ev[:, 0], ev[:, 1]), 0.05)))
+        self.albedo = np.stack([cv.albedo[:, y0:y1, x0:x1] for y0, y1, x0, x1 in boxes], axis=1)  # (3, K, h, w)
+        self.emit = crop(cv.emit)
+        self.labels = crop(cv.labels) if cv.labels is not None else None
+        # Local coordinates of the visible surface point: u = e_u . (P - c), v = e_v . (P - c).
+        pts = np.stack([crop(cv.gx), crop(cv.gy), crop(cv.head_t)])  # (3, K, h, w)
+        if mirror is not None:
+            eu = eu * np.asarray(mirror, np.float64)[None, :, None]
+        ax = np.concatenate([eu, ev], axis=0).astype(F32)  # (2F, K, 3)
+        off = np.einsum("gki,gki->gk", ax, np.concatenate([c, c], axis=0).astype(F32))  # (2F, K): e . c
+        uv = np.einsum("gki,ikhw->gkhw", ax, pts)  # (2F, K, h, w)
+        uv -= off[:, :, None, None]
+        self.u = list(uv[:n_slots])
+        self.v = list(uv[n_slots:])
+        self.uu = [u * u for u in self.u]
+        # Pixels per unit of u and v on the tangent plane (projected axis lengths; floored so that
+        # planes seen edge-on keep a finite anti-aliasing width).
+        ku = (s * np.maximum(np.hypot(eu[..., 0], eu[..., 1]), 0.05)).astype(F32)[:, :, None, None]  # (F, K, 1, 1)
+        kv = (s * np.maximum(np.hypot(ev[..., 0], ev[..., 1]), 0.05)).astype(F32)[:, :, None, None]
+        self.ku, self.kv = list(ku), list(kv)
 
     def band(self, f: int, top, bot, u_range=None) -> np.ndarray:
         """Coverage of ``bot(u) <= v <= top(u)`` (per-member quadratics from :func:`_coef`)."""
@@ -639,77 +663,80 @@ class _DecalBatch:
         d = np.maximum(d1, d2, out=d1)
         d *= kv
         if u_range is not None:
-            lo, hi = u_range
+            lo, hi = _kk(u_range[0]), _kk(u_range[1])
             du = np.maximum(lo - u, u - hi)
             du *= self.ku[f]
             np.maximum(d, du, out=d)
-        np.subtract(F32(0.5), d, out=d)
+        np.subtract(_HALF, d, out=d)
         return _clip01(d)
 
-    def ellipse(self, f: int, cu, cv_, a, b) -> tuple[np.ndarray, np.ndarray]:
-        """Coverage of per-member ellipses (parameters (K,) or scalars) and the normalised squared radius."""
+    def ellipse(self, f: int, cu, cv_, a, b) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Coverage of per-member ellipses (parameters (K,) or scalars), the normalised squared
+        radius and the normalised radius."""
         a = np.maximum(np.asarray(a, np.float64), 1e-6)
         b = np.maximum(np.asarray(b, np.float64), 1e-6)
-        du = self.u[f] - _k(cu)
-        du *= _k(1.0 / a)
-        dv = self.v[f] - _k(cv_)
-        dv *= _k(1.0 / b)
+        du = self.u[f] - _kk(cu)
+        du *= _kk(1.0 / a)
+        dv = self.v[f] - _kk(cv_)
+        dv *= _kk(1.0 / b)
         du *= du
         dv *= dv
         r2 = du
         r2 += dv
         # Pixel distance ~ (r - 1) * radius * pixels per unit (radius measured along v).
-        d = np.sqrt(r2)
-        d -= 1.0
-        d *= self.kv[f] * _k(b)
-        np.subtract(F32(0.5), d, out=d)
-        return _clip01(d), r2
+        rad = np.sqrt(r2)
+        d = rad - _1
+        d *= self.kv[f]
+        d *= _kk(b)
+        np.subtract(_HALF, d, out=d)
+        return _clip01(d), r2, rad
 
     def paint(self, cover: np.ndarray, color, label: Optional[int] = None) -> None:
-        """Blend ``color`` (3,), (K, 3) or (3, K, h, w) with coverage ``cover`` (K, h, w)."""
+        """Blend ``color`` — (3,) or a (3, K, h, w) image — with coverage ``cover`` (K, h, w)."""
         color = np.asarray(color, F32)
-        if color.ndim == 1:
-            color = color[:, None, None, None]
-        elif color.ndim == 2:  # per member (K, 3)
-            color = color.T[:, :, None, None]
-        self.albedo += cover[None] * (color - self.albedo)
+        for c in range(3):
+            alb = self.albedo[c]
+            d = color[c] - alb
+            d *= cover
+            alb += d
         if label is not None and self.labels is not None:
-            self.labels[cover > 0.5] = label
+            self.labels[cover > _HALF] = label
 
     def finish(self) -> None:
-        cv, idx = self.cv, (self.rows, self.cols)
-        cv.albedo[:, self.rows, self.cols] = self.albedo
-        cv.emit[idx] = self.emit
-        if self.labels is not None:
-            cv.labels[idx] = self.labels
+        cv = self.cv
+        for k, (y0, y1, x0, x1) in enumerate(self.boxes):
+            cv.albedo[:, y0:y1, x0:x1] = self.albedo[:, k]
+            cv.emit[y0:y1, x0:x1] = self.emit[k]
+            if self.labels is not None:
+                cv.labels[y0:y1, x0:x1] = self.labels[k]
 
 
 def _draw_decals(cv: _Canvas, model: FaceModel) -> None:
     lab = PART_LABELS
     idn = model.identity
-    skin = idn.rgb("skin")
-    # Cheeks: a soft blush.
-    r = model.cheek_radius
-    db = _DecalBatch(cv, [model.cheeks], [(-r, r, -r, r)])
-    if db.ok:
-        a = db.v[0] * db.v[0]
-        a += db.uu[0]
-        a *= F32(-1.0 / (r * r))
-        a += 1.0
-        _clip01(a)
-        a *= a
-        a *= db.vis
-        a *= F32(0.22)
-        db.paint(a, model.mouth.lip_color)
-        db.finish()
-    # Eyes and brows of both sides together: frame slot 0 = eye, 1 = brow.
+    # Both sides together (members: subject's right, left), mirrored so that +u points to the
+    # outer side for both: the shapes are then identical scalars. Slots: 0 eye, 1 brow, 2 cheek.
     eyes, brows = model.eyes, model.brows
-    ea, ba = eyes[0].a, brows[0].a
+    sides = [e.side for e in eyes]
+    ea, ba, r = eyes[0].a, brows[0].a, model.cheek_radius
     db = _DecalBatch(
-        cv, [[e.frame for e in eyes], [b.frame for b in brows]], [(-1.3 * ea, 1.3 * ea, -0.09, 0.12), (-ba, ba, -0.06, 0.12)]
+        cv,
+        [[e.frame for e in eyes], [b.frame for b in brows], list(model.cheeks)],
+        [(-1.3 * ea, 1.3 * ea, -0.09, 0.12), (-ba, ba, -0.06, 0.12), (-r, r, -r, r)],
+        mirror=sides,
     )
     if db.ok:
         vis = db.vis
+        # Cheeks: a soft blush.
+        a = db.v[2] * db.v[2]
+        a += db.uu[2]
+        a *= F32(-1.0 / (r * r))
+        a += _1
+        _clip01(a)
+        a *= a
+        a *= vis
+        a *= F32(0.22)
+        db.paint(a, model.mouth.lip_color)
         # Soft socket shadow around the eye.
         du = db.u[0] * F32(1.0 / (1.3 * ea))
         dv = db.v[0] - F32(0.02)
@@ -718,69 +745,100 @@ def _draw_decals(cv: _Canvas, model: FaceModel) -> None:
         dv *= dv
         sh = du
         sh += dv
-        np.subtract(1.0, sh, out=sh)
+        np.subtract(_1, sh, out=sh)
         _clip01(sh)
         sh *= vis
         sh *= F32(-0.16)
-        sh += 1.0
-        db.albedo *= sh[None]
-        brow_cover = db.band(1, _coef([b.top for b in brows]), _coef([b.bot for b in brows]), (F32(-ba), F32(ba)))
+        sh += _1
+        for c in range(3):
+            db.albedo[c] *= sh
+        mirror = lambda q, s: (q[0], q[1] * s, q[2])  # noqa: E731  (u -> s u)
+        brow_cover = db.band(
+            1, _coef([mirror(b.top, s) for b, s in zip(brows, sides)]), _coef([mirror(b.bot, s) for b, s in zip(brows, sides)]),
+            (-ba, ba),
+        )
         brow_cover *= vis
         brow_cover *= F32(0.92)
-        db.paint(brow_cover, np.stack([b.color for b in brows]), lab["brow"])
+        db.paint(brow_cover, brows[0].color, lab["brow"])
         opening = db.band(0, _coef([e.top for e in eyes]), _coef([e.bot for e in eyes]))
         opening *= vis
         db.paint(opening, _SCLERA, lab["eye"])
         if max(e.openness for e in eyes) > 0.05:
-            iris_uv = np.array([e.iris_uv for e in eyes])
-            r_iris = np.array([e.r_iris for e in eyes])
-            r_pupil = np.array([e.r_pupil for e in eyes])
-            open_ = opening * _k([float(e.openness > 0.05) for e in eyes])
-            ia, r2 = db.ellipse(0, iris_uv[:, 0], iris_uv[:, 1], r_iris, r_iris)
+            iu = [e.iris_uv[0] * s for e, s in zip(eyes, sides)]
+            iv = [e.iris_uv[1] for e in eyes]
+            r_iris = eyes[0].r_iris
+            open_ = opening * _kk([float(e.openness > 0.05) for e in eyes])
+            ia, r2, rad = db.ellipse(0, iu, iv, r_iris, r_iris)
+            # Pupil: same centre, radius pupil_size * r_iris (distance from the iris' radius).
+            pa = rad - F32(eyes[0].r_pupil / r_iris)
+            pa *= db.kv[0]
+            pa *= F32(r_iris)
+            np.subtract(_HALF, pa, out=pa)
+            _clip01(pa)
+            pa *= open_
             shade_iris = _clip01(r2)
             shade_iris *= F32(-0.55)
             shade_iris += F32(1.15)
-            iris_col = np.stack([e.iris_color for e in eyes]).astype(F32).T[:, :, None, None] * shade_iris[None]
+            iris_col = eyes[0].iris_color.astype(F32)[:, None, None, None] * shade_iris[None]
             ia *= open_
             db.paint(ia, iris_col)
-            pa, _ = db.ellipse(0, iris_uv[:, 0], iris_uv[:, 1], r_pupil, r_pupil)
-            pa *= open_
             db.paint(pa, _PUPIL)
-            ga, _ = db.ellipse(0, iris_uv[:, 0] + 0.35 * r_iris, iris_uv[:, 1] + 0.4 * r_iris, 0.26 * r_iris, 0.26 * r_iris)
+            # Catch-light up and towards the image right (the same side for both eyes).
+            gu = [(e.iris_uv[0] + 0.35 * r_iris) * s for e, s in zip(eyes, sides)]
+            ga, _, _ = db.ellipse(0, gu, [v + 0.4 * r_iris for v in iv], 0.26 * r_iris, 0.26 * r_iris)
             ga *= open_
             ga *= F32(0.55)
             np.maximum(db.emit, ga, out=db.emit)
-        lash_range = np.array([e.lash_range for e in eyes]).astype(F32)[:, :, None, None]
-        lash = db.band(0, _coef([e.lash_top for e in eyes]), _coef([e.lash_bot for e in eyes]), (lash_range[:, 0], lash_range[:, 1]))
+        lo, hi = -ea, ea * 1.12  # the lash line runs a little past the outer corner
+        lash = db.band(0, _coef([e.lash_top for e in eyes]), _coef([e.lash_bot for e in eyes]), (lo, hi))
         lash *= vis
         db.paint(lash, idn.rgb("brow") * 0.45)
         db.finish()
-    # Mouth.
+    # Mouth: signed v-distances (in pixels) to each curve, computed once.
     m = model.mouth
     db = _DecalBatch(cv, [[m.frame]], [(-m.a - 0.02, m.a + 0.02, m.outer_bot[0] - 0.05, m.outer_top[0] + 0.06)])
     if db.ok:
         vis = db.vis
+        u, v, uu, kv = db.u[0], db.v[0], db.uu[0], db.kv[0]
+
+        def below(q):  # > 0 where v is below the curve q(u), in pixels
+            d = uu * F32(q[2])
+            d += F32(q[0])
+            d -= v
+            d *= kv
+            return d
+
+        def cover(d_top_below, d_bottom_below):  # inside when below the top and above the bottom
+            c = np.minimum(d_top_below, -d_bottom_below)
+            c += _HALF
+            return _clip01(c)
+
         lip = m.lip_color.astype(F32)
-        lips = db.band(0, _coef(m.outer_top), _coef(m.outer_bot))
+        top, mid, bot = below(m.outer_top), below(m.mid), below(m.outer_bot)
+        lips = cover(top, bot)
         lips *= vis
         db.paint(lips, lip, lab["mouth"])
-        upper = db.band(0, _coef(m.outer_top), _coef(m.mid))
+        upper = cover(top, mid)
         upper *= vis
         db.paint(upper, lip * F32(0.86))
         if m.opening > 1e-3:
-            inner = db.band(0, _coef(m.inner_top), _coef(m.inner_bot))
+            itop = below(m.inner_top)
+            inner = cover(itop, below(m.inner_bot))
             inner *= vis
             db.paint(inner, _MOUTH_IN)
-            teeth = db.band(0, _coef(m.inner_top), _coef(m.teeth_bot))
+            teeth = cover(itop, below(m.teeth_bot))
             teeth *= inner
             db.paint(teeth, _TEETH)
         else:  # closed: a dark seam along the mouth line
-            sw = 0.0045
-            seam = db.band(0, _coef((m.mid[0] + sw, 0.0, m.mid[2])), _coef((m.mid[0] - sw, 0.0, m.mid[2])), (F32(-m.a), F32(m.a)))
+            seam = np.abs(mid)
+            seam *= F32(-1.0)
+            seam += F32(0.5 + 0.0045 * float(db.kv[0].reshape(-1)[0]))
+            _clip01(seam)
+            seam *= upper + lips  # only inside the mouth
             seam *= vis
-            seam *= F32(0.8)
+            seam *= F32(0.4)
             db.paint(seam, lip * F32(0.4))
-        hl, _ = db.ellipse(0, 0.0, m.outer_bot[0] * 0.55, 0.4 * m.a, 0.35 * abs(m.outer_bot[0] - m.opening) + 1e-3)
+        hl, _, _ = db.ellipse(0, 0.0, m.outer_bot[0] * 0.55, 0.4 * m.a, 0.35 * abs(m.outer_bot[0] - m.opening) + 1e-3)
         hl *= lips
         hl *= F32(0.25)
         db.paint(hl, np.minimum(lip * 1.5, 1.0))
@@ -824,9 +882,9 @@ def _draw_glasses(cv: _Canvas, model: FaceModel) -> None:
         la, lb = gl.lens_axes
         rim = lens = None
         for cu in gl.lens_centers:
-            outer, _ = dec.ellipse(0, cu, 0.0, la, lb)
-            inner, _ = dec.ellipse(0, cu, 0.0, la - gl.rim, lb - gl.rim)
-            ring = outer * (1 - inner)
+            outer, _, _ = dec.ellipse(0, cu, 0.0, la, lb)
+            inner, _, _ = dec.ellipse(0, cu, 0.0, la - gl.rim, lb - gl.rim)
+            ring = outer * (_1 - inner)
             rim = ring if rim is None else np.maximum(rim, ring)
             lens = inner if lens is None else np.maximum(lens, inner)
         br = (F32(gl.bridge_range[0]), F32(gl.bridge_range[1]))
@@ -862,7 +920,7 @@ def _lighting(identity: Identity, lighting, light_frame: str, camera: Camera) ->
         d = camera.rotation @ d
     elif light_frame != "camera":
         raise ValueError(f"light_frame must be 'camera' or 'head', got {light_frame!r}")
-    return d, float(np.clip(amb, 0.0, 1.0))
+    return d, min(max(float(amb), 0.0), 1.0)
 
 
 def render_model(

@@ -7,7 +7,8 @@ Everything here needs only an apply function and arrays (``docs/inference.md``):
   :func:`per_frame_apply` — temporal windows for video models (optionally tiled);
 * :func:`read_image_for_restore` / :func:`write_restored` / :func:`write_image` /
   :func:`write_frames` — the input normalisation rules (bit depth, grey, alpha) and outputs;
-* :func:`export_bundle` / :func:`load_bundle` — ``jax.export`` bundles loadable with jax + numpy.
+* :func:`export_bundle` / :func:`load_bundle` — ``jax.export`` bundles loadable with jax + numpy;
+* :class:`Restorer` — a training checkpoint (+ its config snapshot) as a restoration function.
 
 Submodules are imported on first use (``image_io`` pulls in Pillow, ``export`` the loader only).
 """
@@ -42,6 +43,8 @@ _EXPORTS = {
     "write_image": "image_io",
     "write_restored": "image_io",
     "write_frames": "image_io",
+    "Restorer": "restorer",
+    "RestorerError": "restorer",
 }
 
 __all__ = sorted(_EXPORTS)

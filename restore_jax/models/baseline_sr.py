@@ -132,3 +132,21 @@ def validate(config, *, num_devices=None, process_count=1) -> None:
         raise ConfigError(f"loss.kind={config.loss.kind!r} is not one of 'l1', 'mse', 'charbonnier'")
     if config.train.step_kind != "supervised":
         raise ConfigError("baseline_sr trains with train.step_kind='supervised'")
+    hr = config.data.builder.kwargs.get("hr_size", None)
+    for side in (hr,) if isinstance(hr, int) else tuple(hr or ()):
+        if side % m.scale:
+            raise ConfigError(
+                f"data.builder.kwargs.hr_size={hr} is not divisible by model.scale={m.scale}; "
+                f"use a multiple of {m.scale}"
+            )
+    if num_devices is not None and "sr_psnr_ssim" in config.eval.protocols:
+        from configs.common import mesh_sizes
+
+        sizes = mesh_sizes(config, num_devices)
+        shards = sizes["data"] * sizes["fsdp"]
+        bs = config.eval.sr_psnr_ssim.batch_size or config.train.global_batch_size
+        if bs % shards or bs % process_count:
+            raise ConfigError(
+                f"eval.sr_psnr_ssim.batch_size={bs} must be divisible by the data-parallel size {shards} "
+                f"and the process count {process_count}"
+            )

@@ -18,8 +18,7 @@ class ModulatedDeformConv(nnx.Module):
     ``kernel_size`` conv maps the offset feature to ``3*G*kh*kw`` channels, split into two offset
     halves and a mask half; ``offset = concat(o1, o2)`` (torchvision's interleaved (dy, dx) per tap and
     group) and ``mask = sigmoid(m)``. With zero init, training starts from a plain convolution with
-    mask 0.5. Each call sows the mean absolute offset as an ``nnx.Intermediate`` named
-    ``mean_abs_offset`` so training can log it (large values signal an unstable alignment).
+    mask 0.5. :meth:`offsets` exposes the predicted offsets, e.g. to monitor their magnitude.
     """
 
     def __init__(
@@ -59,7 +58,6 @@ class ModulatedDeformConv(nnx.Module):
 
     def __call__(self, x: jnp.ndarray, offset_feature: jnp.ndarray) -> jnp.ndarray:
         offset, mask = self.offsets(offset_feature)
-        self.sow(nnx.Intermediate, "mean_abs_offset", jnp.mean(jnp.abs(offset.astype(jnp.float32))))
         kernel = self.kernel[...].astype(x.dtype)
         return deform_conv2d(
             # Offsets and mask keep their own precision: in bfloat16 an offset of ~5 px resolves to

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import pathlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -65,7 +64,8 @@ class EvalContext:
 
     config: Any
     mesh: jax.sharding.Mesh
-    params: Mapping[str, Any]  # {network: params} (EMA copies when config.eval.use_ema and EMA is on)
+    # {'params': {network: params}, 'model_state': {...}} (EMA params when config.eval.use_ema)
+    params: Mapping[str, Any]
     predict_fn: Callable  # jitted (params, batch) -> float32 output (sharded like the batch)
     step: int
     workdir: pathlib.Path
@@ -222,7 +222,7 @@ def sr_psnr_ssim(ctx: EvalContext) -> dict[str, float]:
     cfg = ctx.config
     s = cfg.eval.sr_psnr_ssim
     scale = int(cfg.model.scale)
-    local_bs = _local_eval_batch(ctx, int(s.batch_size))
+    local_bs = _local_eval_batch(ctx, int(s.batch_size or cfg.train.global_batch_size))
     results: dict[str, float] = {}
     rows = []
     it = build_eval(cfg.data, s.split, local_bs)
@@ -259,7 +259,7 @@ def sr_psnr_ssim_config(**overrides: Any):
     c = ConfigDict()
     c.name = "synthetic"  # result-key prefix for the method's own held-out split
     c.split = "val"
-    c.batch_size = 16  # global
+    c.batch_size = 0  # global; 0: train.global_batch_size
     c.num_examples = 0  # 0: the whole split
     c.crop_border = -1  # -1: the scale factor
     c.y_channel = True
@@ -268,9 +268,3 @@ def sr_psnr_ssim_config(**overrides: Any):
     c.real_max_examples = 0
     c.update(overrides)
     return c
-
-
-def is_better(value: float, best: float | None, mode: str) -> bool:
-    if best is None or not math.isfinite(best):
-        return True
-    return value > best if mode == "max" else value < best

@@ -15,7 +15,6 @@ The compiled functions are reused across ``fit`` calls on the same ``Trainer`` (
 from __future__ import annotations
 
 import dataclasses
-import math
 import pathlib
 import signal
 import threading
@@ -24,7 +23,6 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
@@ -196,9 +194,11 @@ class Trainer:
         return mesh_lib.make_global_batch(local_batch, self.mesh)
 
     def eval_params(self, state: TrainState) -> dict[str, Any]:
+        """Variables for ``predict_fn``: params (EMA copies when ``eval.use_ema``) and model state."""
+        params = dict(state.params)
         if self.config.eval.use_ema and state.ema_params:
-            return {**state.params, **state.ema_params}
-        return dict(state.params)
+            params.update(state.ema_params)
+        return {"params": params, "model_state": state.extras.get("model_state", {})}
 
     # -- evaluation ------------------------------------------------------------------------------
 
@@ -282,6 +282,7 @@ class Trainer:
                         local = next(data_iter)
                     except StopIteration:
                         logger.info(f"the training data ran out at step {step}; stopping")
+                        stopped_early = True
                         break
                     batch = self.global_batch(local)
                     t_data = time.perf_counter() - t0

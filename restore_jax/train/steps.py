@@ -78,9 +78,35 @@ def split_microbatches(batch: Mapping[str, jax.Array], n: int) -> dict[str, jax.
     return {k: split(v) for k, v in batch.items()}
 
 
-def merge_models(graphdefs: Mapping[str, nnx.GraphDef], params: Mapping[str, Any], dtype) -> dict[str, nnx.Module]:
-    """Modules re-created from float32 params cast to the compute dtype."""
-    return {name: nnx.merge(graphdefs[name], cast_floating(params[name], dtype)) for name in params}
+MODEL_STATE = "model_state"  # key of the networks' non-Param variables in TrainState.extras
+
+
+def merge_models(
+    graphdefs: Mapping[str, nnx.GraphDef],
+    params: Mapping[str, Any],
+    dtype,
+    model_state: Mapping[str, Any] | None = None,
+    *,
+    train: bool = True,
+) -> dict[str, nnx.Module]:
+    """Modules re-created from float32 params cast to the compute dtype (plus their other state),
+    switched to training (``.train()``) or evaluation (``.eval()``) mode."""
+    model_state = model_state or {}
+    models = {}
+    for name in params:
+        module = nnx.merge(graphdefs[name], cast_floating(params[name], dtype), model_state.get(name, {}))
+        module.train() if train else module.eval()
+        models[name] = module
+    return models
+
+
+def updated_model_state(models: Mapping[str, nnx.Module], model_state: Mapping[str, Any]) -> dict[str, Any]:
+    """The non-Param variables of ``models`` after a forward pass, in their stored dtypes."""
+    out = {}
+    for name, old in model_state.items():
+        new = nnx.to_pure_dict(nnx.state(models[name], nnx.Not(nnx.Param)))
+        out[name] = jax.tree.map(lambda n, o: jnp.asarray(n).astype(o.dtype), new, old)
+    return out
 
 
 def _f32_metrics(aux: Mapping[str, Any]) -> dict[str, jax.Array]:
@@ -95,33 +121,47 @@ def loss_and_grads(
     batch: Mapping[str, jax.Array],
     key: jax.Array,
     opts: StepOptions,
-) -> tuple[jax.Array, dict[str, jax.Array], Any]:
-    """``(loss, aux, grads)`` of ``loss_fn`` w.r.t. ``params[network]``; other networks are constants."""
+    model_state: Mapping[str, Any] | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array], Any, dict[str, Any]]:
+    """``(loss, aux, grads, model_state)`` of ``loss_fn`` w.r.t. ``params[network]``.
+
+    The other networks are constants; ``model_state`` (non-Param variables of any network) goes in
+    and comes out updated by the forward pass(es), threaded through the microbatches.
+    """
     dtype = dtype_from_name(opts.compute_dtype)
     frozen = {k: jax.lax.stop_gradient(v) for k, v in params.items() if k != network}
+    model_state = dict(model_state or {})
 
-    def objective(p, mb, k):
-        models = merge_models(graphdefs, {**frozen, network: p}, dtype)
+    def objective(p, ms, mb, k):
+        models = merge_models(graphdefs, {**frozen, network: p}, dtype, ms)
         loss, aux = loss_fn(models, cast_inputs(mb, opts.input_keys, dtype), k)
-        return jnp.asarray(loss, jnp.float32), _f32_metrics(aux)
+        return jnp.asarray(loss, jnp.float32), (_f32_metrics(aux), updated_model_state(models, ms))
 
     value_and_grad = jax.value_and_grad(objective, has_aux=True)
     n = opts.grad_accum_steps
     if n == 1:
-        (loss, aux), grads = value_and_grad(params[network], batch, key)
-        return loss, aux, grads
+        (loss, (aux, new_ms)), grads = value_and_grad(params[network], model_state, batch, key)
+        return loss, aux, grads, new_ms
 
     def body(carry, xs):
         i, mb = xs
-        (loss, aux), grads = value_and_grad(params[network], mb, jax.random.fold_in(key, i))
-        gsum, lsum = carry
-        return (jax.tree.map(jnp.add, gsum, grads), lsum + loss), aux
+        gsum, lsum, ms = carry
+        (loss, (aux, ms)), grads = value_and_grad(params[network], ms, mb, jax.random.fold_in(key, i))
+        return (jax.tree.map(jnp.add, gsum, grads), lsum + loss, ms), aux
 
     zeros = jax.tree.map(jnp.zeros_like, params[network])
     micro = split_microbatches(batch, n)
-    (gsum, lsum), auxs = jax.lax.scan(body, (zeros, jnp.zeros((), jnp.float32)), (jnp.arange(n), micro))
+    init = (zeros, jnp.zeros((), jnp.float32), model_state)
+    (gsum, lsum, new_ms), auxs = jax.lax.scan(body, init, (jnp.arange(n), micro))
     grads = jax.tree.map(lambda g: g / n, gsum)
-    return lsum / n, jax.tree.map(lambda a: jnp.mean(a, axis=0), auxs), grads
+    return lsum / n, jax.tree.map(lambda a: jnp.mean(a, axis=0), auxs), grads, new_ms
+
+
+def _with_model_state(extras: Mapping[str, Any], ok: jax.Array, new_ms: Mapping[str, Any]) -> dict[str, Any]:
+    """``extras`` with the updated model state (kept only for finite steps)."""
+    if MODEL_STATE not in extras:
+        return dict(extras)
+    return {**extras, MODEL_STATE: select_tree(ok, new_ms, extras[MODEL_STATE])}
 
 
 def apply_update(opt: Optimizer, params: Any, opt_state: Any, grads: Any, ok: jax.Array):
@@ -169,7 +209,8 @@ def make_supervised_step(
 
     def step(state: TrainState, batch: Mapping[str, jax.Array]):
         key = jax.random.fold_in(state.rng, state.step)
-        loss, aux, grads = loss_and_grads(graphdefs, loss_fn, state.params, network, batch, key, opts)
+        ms = state.extras.get(MODEL_STATE, {})
+        loss, aux, grads, new_ms = loss_and_grads(graphdefs, loss_fn, state.params, network, batch, key, opts, ms)
         gnorm = optax.tree.norm(grads)
         ok = is_finite(loss, gnorm)
         p, o, lr = apply_update(opt, state.params[network], state.opt_state[network], grads, ok)
@@ -180,6 +221,7 @@ def make_supervised_step(
             params=params,
             opt_state={**state.opt_state, network: o},
             ema_params=ema_update(state.ema_params, params, opts.ema_decay),
+            extras=_with_model_state(state.extras, ok, new_ms),
         )
         return new_state, metrics
 
@@ -214,46 +256,52 @@ def make_gan_step(
     def step(state: TrainState, batch: Mapping[str, jax.Array]):
         key = jax.random.fold_in(state.rng, state.step)
         params, opt_state = dict(state.params), dict(state.opt_state)
+        ms = state.extras.get(MODEL_STATE, {})
         ok_all = jnp.array(True)
         metrics: dict[str, jax.Array] = {}
         for i in range(d_steps_per_step):
-            loss_d, aux_d, grads_d = loss_and_grads(
-                graphdefs, d_loss_fn, params, "D", batch, jax.random.fold_in(key, i), opts
+            loss_d, aux_d, grads_d, new_ms = loss_and_grads(
+                graphdefs, d_loss_fn, params, "D", batch, jax.random.fold_in(key, i), opts, ms
             )
             ok = is_finite(loss_d, optax.tree.norm(grads_d))
             params["D"], opt_state["D"], lr_d = apply_update(opt_d, params["D"], opt_state["D"], grads_d, ok)
+            ms = select_tree(ok, new_ms, ms)
             ok_all = ok_all & ok
         metrics.update({"loss/D": loss_d, **aux_d, **_network_metrics("D", grads_d, params["D"], lr_d)})
 
         g_key = jax.random.fold_in(key, d_steps_per_step)
         frozen = dict(params)
 
-        def g_update(p_g, o_g):
-            loss_g, aux_g, grads_g = loss_and_grads(
-                graphdefs, g_loss_fn, {**frozen, "G": p_g}, "G", batch, g_key, opts
+        def g_update(p_g, o_g, ms):
+            loss_g, aux_g, grads_g, new_ms = loss_and_grads(
+                graphdefs, g_loss_fn, {**frozen, "G": p_g}, "G", batch, g_key, opts, ms
             )
             ok = is_finite(loss_g, optax.tree.norm(grads_g))
             p_g, o_g, lr_g = apply_update(opt_g, p_g, o_g, grads_g, ok)
             m = {"loss/G": loss_g, **aux_g, **_network_metrics("G", grads_g, p_g, lr_g)}
-            return p_g, o_g, m, ok
+            return p_g, o_g, select_tree(ok, new_ms, ms), m, ok
 
-        def g_skip(p_g, o_g):
-            shapes = jax.eval_shape(g_update, p_g, o_g)[2]
+        def g_skip(p_g, o_g, ms):
+            shapes = jax.eval_shape(g_update, p_g, o_g, ms)[3]
             m = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
             m["param_norm/G"] = optax.tree.norm(p_g).astype(jnp.float32)
-            return p_g, o_g, m, jnp.array(True)
+            return p_g, o_g, ms, m, jnp.array(True)
 
         do_g = (state.step % g_every) == 0
-        params["G"], opt_state["G"], m_g, ok_g = jax.lax.cond(do_g, g_update, g_skip, params["G"], opt_state["G"])
+        params["G"], opt_state["G"], ms, m_g, ok_g = jax.lax.cond(
+            do_g, g_update, g_skip, params["G"], opt_state["G"], ms
+        )
         ok_all = ok_all & ok_g
         metrics.update(m_g)
         metrics["g_updated"] = do_g.astype(jnp.float32)
         metrics["finite"] = ok_all.astype(jnp.float32)
+        extras = {**state.extras, MODEL_STATE: ms} if MODEL_STATE in state.extras else state.extras
         new_state = state.replace(
             step=state.step + 1,
             params=params,
             opt_state=opt_state,
             ema_params=ema_update(state.ema_params, params, opts.ema_decay),
+            extras=extras,
         )
         return new_state, metrics
 
@@ -305,7 +353,8 @@ def make_contrastive_step(
         key = jax.random.fold_in(state.rng, state.step)
         dtype = dtype_from_name(opts.compute_dtype)
         extras = state.extras
-        key_models = merge_models(graphdefs, {network: extras["key_params"]}, dtype)
+        ms = extras.get(MODEL_STATE, {})
+        key_models = merge_models(graphdefs, {network: extras["key_params"]}, dtype, ms)
         keys = embed_fn(key_models, cast_inputs(batch, (k_key,), dtype)[k_key], jax.random.fold_in(key, 1))
         keys = jax.lax.stop_gradient(l2_normalize(keys))
         queue = extras["queue"]
@@ -315,14 +364,16 @@ def make_contrastive_step(
             loss = info_nce(q, keys, queue, temperature)
             return loss, {"loss/info_nce": loss}
 
-        loss, aux, grads = loss_and_grads(graphdefs, loss_fn, state.params, network, batch, jax.random.fold_in(key, 0), opts)
+        loss, aux, grads, new_ms = loss_and_grads(
+            graphdefs, loss_fn, state.params, network, batch, jax.random.fold_in(key, 0), opts, ms
+        )
         gnorm = optax.tree.norm(grads)
         ok = is_finite(loss, gnorm)
         p, o, lr = apply_update(opt, state.params[network], state.opt_state[network], grads, ok)
         key_params = jax.tree.map(lambda kp, qp: momentum * kp + (1.0 - momentum) * qp, extras["key_params"], p)
         new_queue, new_ptr = enqueue(queue, extras["queue_ptr"], keys)
         new_extras = {
-            **extras,
+            **_with_model_state(extras, ok, new_ms),
             "key_params": key_params,
             "queue": jnp.where(ok, new_queue, queue),
             "queue_ptr": jnp.where(ok, new_ptr, extras["queue_ptr"]),
@@ -352,11 +403,15 @@ def make_predict_fn(
     compute_dtype: str = "float32",
     input_keys: tuple[str, ...] = (),
 ) -> Callable[[Mapping[str, Any], Mapping[str, jax.Array]], jax.Array]:
-    """``predict_fn(params, batch) -> float32 output`` for the recipe's ``predict``; jit it."""
+    """``predict_fn(variables, batch) -> float32 output`` for the recipe's ``predict``; jit it.
+
+    ``variables = {'params': {net: params}, 'model_state': {net: state}}``; modules run in
+    evaluation mode (``.eval()``: running statistics, no state updates).
+    """
     dtype = dtype_from_name(compute_dtype)
 
-    def fn(params, batch):
-        models = merge_models(graphdefs, params, dtype)
+    def fn(variables, batch):
+        models = merge_models(graphdefs, variables["params"], dtype, variables.get(MODEL_STATE), train=False)
         return jnp.asarray(predict(models, cast_inputs(batch, input_keys, dtype)), jnp.float32)
 
     return fn

@@ -4,11 +4,14 @@
 Grain iterator of local batches) whose *global* batch ``t`` is the same examples whatever the
 process count: process ``p`` of ``P`` gets rows ``[p * L, (p + 1) * L)`` of it (``L = G / P``). That
 makes a two-process run comparable with a one-process run step by step. Optional NaN injection
-(``nan_at``: global batch indices whose targets become NaN) exercises the non-finite guard.
+(``nan_at``: global batch indices whose targets become NaN) exercises the non-finite guard, and
+``sigterm_at`` sends this process a SIGTERM while that batch is built (preemption tests).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterable
 
 import grain
@@ -31,14 +34,27 @@ def smooth_image(seed: int, index: int, size: int) -> np.ndarray:
 class _Example:
     """Picklable ``k -> example`` (global stream position ``k``)."""
 
-    def __init__(self, *, seed: int, hr_size: int, scale: int, num_examples: int, global_batch: int, nan_at: tuple[int, ...]):
+    def __init__(
+        self,
+        *,
+        seed: int,
+        hr_size: int,
+        scale: int,
+        num_examples: int,
+        global_batch: int,
+        nan_at: tuple[int, ...],
+        sigterm_at: int | None = None,
+    ):
         self.seed, self.hr_size, self.scale = seed, hr_size, scale
         self.num_examples, self.global_batch, self.nan_at = num_examples, global_batch, set(nan_at)
+        self.sigterm_at = sigterm_at
 
     def __call__(self, k: int) -> dict[str, np.ndarray]:
         from restore_jax.ops import imresize_np
 
         k = int(k)
+        if self.sigterm_at is not None and k == self.sigterm_at * self.global_batch:
+            os.kill(os.getpid(), signal.SIGTERM)  # a preemption notice while building that batch
         hr = smooth_image(self.seed, k % self.num_examples, self.hr_size)
         lr = imresize_np(hr, 1.0 / self.scale).astype(np.float32)
         if k // self.global_batch in self.nan_at:
@@ -56,11 +72,13 @@ class ArraySRData:
         scale: int = 4,
         num_examples: int = 64,
         nan_at: Iterable[int] = (),
+        sigterm_at: int | None = None,
         process_index: int | None = None,
         process_count: int | None = None,
     ):
         self.hr_size, self.scale, self.num_examples = hr_size, scale, num_examples
         self.nan_at = tuple(int(t) for t in nan_at)
+        self.sigterm_at = sigterm_at
         self.process_index, self.process_count = process_index, process_count
 
     def __call__(self, config, *, split, global_batch_size, seed, shuffle=True, num_epochs=None):
@@ -75,6 +93,7 @@ class ArraySRData:
         make = _Example(
             seed=seed, hr_size=self.hr_size, scale=self.scale, num_examples=self.num_examples,
             global_batch=g, nan_at=self.nan_at if split == "train" else (),
+            sigterm_at=self.sigterm_at if split == "train" else None,
         )
 
         def position(j: int) -> int:  # local stream position j -> global stream position
@@ -85,8 +104,11 @@ class ArraySRData:
         return iter(ds.to_iter_dataset())
 
 
-def tiny_sr_config(**train_overrides):
-    """A tiny ``baseline_sr`` config (16-px HR, 2 blocks of 8 channels) for engine tests."""
+def tiny_sr_config():
+    """A tiny ``baseline_sr`` config (1 residual block of 8 channels, 8 steps, batch 8) for engine tests.
+
+    Data comes from the ``ci`` preset (synthetic faces, 32-px HR) or a stand-in such as :class:`ArraySRData`.
+    """
     from restore_jax.train.config_loading import load_config
 
     c = load_config("configs/baseline_sr.py:ci")
@@ -100,7 +122,4 @@ def tiny_sr_config(**train_overrides):
     c.eval.final = False
     c.checkpoint.every_steps = 4
     c.checkpoint.async_save = False
-    for k, v in train_overrides.items():
-        section, _, field = k.partition("__")
-        c[section][field] = v
     return c

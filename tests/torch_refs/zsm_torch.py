@@ -337,6 +337,48 @@ def _hwio_to_oihw(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(a, (3, 2, 0, 1)))
 
 
+def _identity(a: np.ndarray) -> np.ndarray:
+    return a
+
+
+def parameter_links(cfg: Any) -> list[tuple[str, tuple[str, ...], int | None, Any]]:
+    """``(torch parameter name, NNX parameter path, block index or None, NNX->torch converter)``.
+
+    One entry per torch parameter of ``ZSMTorch.from_config(cfg)``. The block index selects a slice
+    of an NNX residual-trunk parameter, which ``nnx.vmap`` stacks on a leading block axis.
+    """
+    links = []
+
+    def conv(t: str, n: tuple, index: int | None = None) -> None:
+        links.append((f"{t}.weight", n + ("kernel",), index, _hwio_to_oihw))
+        links.append((f"{t}.bias", n + ("bias",), index, _identity))
+
+    gfi_blocks = cfg.gfi_blocks if cfg.gfi else None
+    for t, n, kind in module_map(cfg.front_blocks, cfg.back_blocks, gfi_blocks):
+        if kind == "conv":
+            conv(t, n)
+        elif kind == "dcn":
+            conv(t, n)  # DCNSep.weight/.bias <- ModulatedDeformConv.kernel/.bias
+            conv(f"{t}.offset_mask", n + ("conv_offset_mask",))
+        elif kind.startswith("trunk:"):
+            for i in range(int(kind.split(":")[1])):
+                conv(f"{t}.{i}.c1", n + ("blocks", "conv1"), i)
+                conv(f"{t}.{i}.c2", n + ("blocks", "conv2"), i)
+        else:  # pragma: no cover
+            raise AssertionError(kind)
+    return links
+
+
+def nnx_flat_params(nnx_model: Any) -> dict[tuple[str, ...], np.ndarray]:
+    """``{path: array}`` of every ``nnx.Param`` of ``nnx_model``."""
+    from flax import nnx
+
+    out = {}
+    for path, v in nnx.to_flat_state(nnx.state(nnx_model, nnx.Param)):
+        out[tuple(str(k) for k in path)] = np.asarray(v.get_value() if hasattr(v, "get_value") else v.value)
+    return out
+
+
 @torch.no_grad()
 def transplant_from_nnx(torch_model: ZSMTorch, nnx_model: Any) -> dict[str, int]:
     """Copy every ``nnx.Param`` of ``nnx_model`` into ``torch_model`` (HWIO -> OIHW).
@@ -344,16 +386,11 @@ def transplant_from_nnx(torch_model: ZSMTorch, nnx_model: Any) -> dict[str, int]
     Asserts that each torch parameter is written exactly once, that each NNX parameter (each slice
     of a block-stacked trunk parameter) is read exactly once, and that shapes agree. Returns counts.
     """
-    from flax import nnx
-
-    cfg = nnx_model.config
-    src = {tuple(str(k) for k in path): np.asarray(v.get_value() if hasattr(v, "get_value") else v.value)
-           for path, v in nnx.to_flat_state(nnx.state(nnx_model, nnx.Param))}
+    src = nnx_flat_params(nnx_model)
     dst = dict(torch_model.named_parameters())
     read: Counter = Counter()
     written: Counter = Counter()
-
-    def put(tname: str, npath: tuple, index: int | None, convert) -> None:
+    for tname, npath, index, convert in parameter_links(nnx_model.config):
         arr = src[npath] if index is None else src[npath][index]
         arr = convert(arr)
         param = dst[tname]
@@ -363,27 +400,8 @@ def transplant_from_nnx(torch_model: ZSMTorch, nnx_model: Any) -> dict[str, int]
         read[(npath, index)] += 1
         written[tname] += 1
 
-    def conv(t: str, n: tuple, index: int | None = None) -> None:
-        put(f"{t}.weight", n + ("kernel",), index, _hwio_to_oihw)
-        put(f"{t}.bias", n + ("bias",), index, lambda a: a)
-
-    gfi_blocks = cfg.gfi_blocks if cfg.gfi else None
-    for t, n, kind in module_map(cfg.front_blocks, cfg.back_blocks, gfi_blocks):
-        if kind == "conv":
-            conv(t, n)
-        elif kind == "dcn":
-            put(f"{t}.weight", n + ("kernel",), None, _hwio_to_oihw)
-            put(f"{t}.bias", n + ("bias",), None, lambda a: a)
-            conv(f"{t}.offset_mask", n + ("conv_offset_mask",))
-        elif kind.startswith("trunk:"):
-            for i in range(int(kind.split(":")[1])):
-                conv(f"{t}.{i}.c1", n + ("blocks", "conv1"), i)
-                conv(f"{t}.{i}.c2", n + ("blocks", "conv2"), i)
-        else:  # pragma: no cover
-            raise AssertionError(kind)
-
     # exactly-once bookkeeping on both sides
-    expected_reads = Counter()
+    expected_reads: Counter = Counter()
     for path, arr in src.items():
         if "blocks" in path:  # stacked on a leading block axis by nnx.vmap
             for i in range(arr.shape[0]):
@@ -391,9 +409,9 @@ def transplant_from_nnx(torch_model: ZSMTorch, nnx_model: Any) -> dict[str, int]
         else:
             expected_reads[(path, None)] = 1
     if read != expected_reads:
-        missing = sorted(set(expected_reads) - set(read))
-        extra = {k: v for k, v in read.items() if expected_reads.get(k) != v}
-        raise AssertionError(f"NNX params not read exactly once: missing={missing[:10]} extra={list(extra)[:10]}")
+        missing = sorted(set(expected_reads) - set(read), key=str)
+        extra = [k for k, v in read.items() if expected_reads.get(k) != v]
+        raise AssertionError(f"NNX params not read exactly once: missing={missing[:10]} extra={extra[:10]}")
     if set(written) != set(dst) or any(v != 1 for v in written.values()):
         raise AssertionError(f"torch params not written exactly once: {sorted(set(dst) - set(written))[:10]}")
     n_src = int(sum(a.size for a in src.values()))
