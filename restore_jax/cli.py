@@ -172,7 +172,12 @@ def _inference_command(args) -> int:
             return _fail(f"--out {out} exists and is not an empty folder; choose a new bundle directory")
         restorer = Restorer.from_checkpoint(args.checkpoint, step=args.step)
         platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip()) if args.platforms else None
-        path = restorer.export(out, platforms=platforms)
+        try:
+            path = restorer.export(out, platforms=platforms)
+        except ValueError as e:  # the model cannot be lowered with symbolic shapes: not the user's input
+            lines = str(e).splitlines()
+            short = lines[0][:400] + (f" ... {lines[-1]}" if len(lines) > 1 else "")
+            return _fail(f"cannot export {restorer.method} step {restorer.step}: {short}", code=1)
         print(f"restore-jax export: {restorer} -> {path}", flush=True)
         return 0
     except (RestorerError, ImageReadError, FileExistsError) as e:

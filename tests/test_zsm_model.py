@@ -61,7 +61,7 @@ def test_paper_parameter_count_jax_and_torch():
 
 
 def _random_params(abstract_params: nnx.State, seed: int) -> nnx.State:
-    """Every kernel ~ N(0, 1/fan_in), biases ~ N(0, 0.1^2); offset/mask convs larger so offsets are ~1 px.
+    """Kernels ~ N(0, 2/fan_in) (He), biases ~ N(0, 0.1^2); offset/mask convs N(0, 9/fan_in) / N(0, 0.5^2).
 
     Drawn with NumPy into the abstract (``nnx.eval_shape``) parameter tree: eager JAX init of the
     ~250 arrays would compile one small program per shape, which is slow on CPU.
@@ -74,7 +74,7 @@ def _random_params(abstract_params: nnx.State, seed: int) -> nnx.State:
         offset_conv = "conv_offset_mask" in names
         if names[-1] == "kernel":  # [..., kh, kw, cin, cout], possibly stacked on a leading block axis
             fan_in = leaf.shape[-4] * leaf.shape[-3] * leaf.shape[-2]
-            return jnp.asarray(noise * (1.5 if offset_conv else 1.0) / np.sqrt(fan_in))
+            return jnp.asarray(noise * (3.0 if offset_conv else np.sqrt(2.0)) / np.sqrt(fan_in))
         assert names[-1] == "bias", names
         return jnp.asarray(noise * (0.5 if offset_conv else 0.1))
 
@@ -146,7 +146,8 @@ def jax_results(models):
 
 
 def _offset_hooks(ref: ZSMTorch):
-    """Record, for every DCN call, the sampling positions' fractional parts and out-of-image share."""
+    """Per DCN call: mean |offset|, share of taps the offsets push out of the image, share of
+    sampling rows at a fractional position (>= 0.05 px from the pixel grid)."""
     stats = []
 
     def hook(dcn, args, out):
@@ -154,14 +155,19 @@ def _offset_hooks(ref: ZSMTorch):
         o1, o2, _ = torch.chunk(dcn.offset_mask(args[1]), 3, dim=1)
         off = torch.cat([o1, o2], 1).detach()
         b, _, h, w = off.shape
-        off = off.reshape(b, -1, 9, 2, h, w)
+        off = off.reshape(b, -1, 9, 2, h, w)  # (dy, dx) interleaved per group and tap
         tap = torch.arange(9)
-        ys = torch.arange(h).view(1, 1, 1, h, 1) - 1 + (tap // 3).view(1, 1, 9, 1, 1) + off[:, :, :, 0]
-        xs = torch.arange(w).view(1, 1, 1, 1, w) - 1 + (tap % 3).view(1, 1, 9, 1, 1) + off[:, :, :, 1]
+        base_y = torch.arange(h).view(1, 1, 1, h, 1) - 1 + (tap // 3).view(1, 1, 9, 1, 1)
+        base_x = torch.arange(w).view(1, 1, 1, 1, w) - 1 + (tap % 3).view(1, 1, 9, 1, 1)
+        ys, xs = base_y + off[:, :, :, 0], base_x + off[:, :, :, 1]
         hh, ww = x.shape[-2:]
-        outside = (ys < 0) | (ys > hh - 1) | (xs < 0) | (xs > ww - 1)
+
+        def outside(y, x_):
+            return (y < 0) | (y > hh - 1) | (x_ < 0) | (x_ > ww - 1)
+
+        pushed_out = outside(ys, xs) & ~outside(base_y, base_x)
         frac = torch.minimum(ys - ys.floor(), ys.ceil() - ys)
-        stats.append((off.abs().mean().item(), outside.float().mean().item(), (frac > 0.05).float().mean().item()))
+        stats.append((off.abs().mean().item(), pushed_out.float().mean().item(), (frac > 0.05).float().mean().item()))
 
     handles = [m.register_forward_hook(hook) for m in ref.modules() if isinstance(m, DCNSep)]
     return stats, handles
@@ -181,9 +187,9 @@ def test_tiny_outputs_match_torch_reference(models, jax_results, name):
     # The deformable sampling must be exercised: ~1 px offsets, fractional positions, some outside.
     n = SHAPES[name][1]
     assert len(stats) == 6 * (n - 1) + 2 * 12 * (2 * n - 1) + 6 * (n - 2)  # DFI, LSTM fwd+bwd, GFI 2nd order
-    mean_abs, outside, fractional = (np.mean([s[i] for s in stats]) for i in range(3))
-    assert 0.3 < mean_abs < 5.0, mean_abs
-    assert outside > 0.02, outside
+    mean_abs, pushed_out, fractional = (np.mean([s[i] for s in stats]) for i in range(3))
+    assert 0.5 < mean_abs < 3.0, mean_abs
+    assert pushed_out > 0.02, pushed_out
     assert fractional > 0.8, fractional
 
     want = {"hr": _to_nhwc(hr), **{k: _to_nhwc(v) for k, v in aux.items()}}
@@ -207,7 +213,7 @@ def test_tiny_gradients_match_torch_autograd(models, jax_results):
     outs = {"hr": hr, **aux}
     loss = sum((outs[k] * torch.from_numpy(p).permute(0, 1, 4, 2, 3)).sum() for k, p in res["proj"].items())
     loss.backward()
-    np.testing.assert_allclose(res["value"], loss.item(), rtol=1e-5)
+    np.testing.assert_allclose(res["value"], loss.item(), rtol=1e-4)
 
     torch_params = dict(ref.named_parameters())
     errors = {}
