@@ -179,7 +179,8 @@ def main(argv=None) -> None:
         first_loss = float(run_torch())
         first_s = time.perf_counter() - t0
         times = time_fn(run_torch, warmup=args.warmup, repeats=args.repeats)
-        records["torch_float32"] = dict(times_s=times, median_s=median(times), first_call_s=first_s, first_loss=first_loss)
+        records["torch_float32"] = dict(times_s=times, median_s=median(times), first_call_s=first_s,
+                                        first_loss=first_loss)
         rows.append(dict(impl="torch (eager, Adam)", compute="float32", device=torch_device, median_s=median(times),
                          min_s=min(times), first_call_s=first_s, first_loss=first_loss))
 
@@ -193,7 +194,8 @@ def main(argv=None) -> None:
                        "first_call_s", "first_loss"])
     if "torch_float32" in records and "jax_float32" in records:
         a, r = records["jax_float32"]["first_loss"], records["torch_float32"]["first_loss"]
-        print(f"first-step loss, same weights and batch: jax f32 {a:.9g} vs torch {r:.9g} (rel diff {abs(a - r) / abs(r):.1e})")
+        print(f"first-step loss, same weights and batch: jax f32 {a:.9g} vs torch {r:.9g} "
+              f"(rel diff {abs(a - r) / abs(r):.1e})")
 
     payload = {
         "benchmark": "zsm_train_step",
