@@ -77,7 +77,7 @@ class CheckpointManager:
             keep.append(
                 policies.BestN(
                     get_metric_fn=lambda m, k=best_metric: float(m[k]),
-                    reverse=(best_mode == "max"),
+                    reverse=(best_mode == "min"),  # Orbax BestN: reverse=False keeps the highest
                     n=int(keep_best),
                     keep_checkpoints_without_metrics=False,
                 )

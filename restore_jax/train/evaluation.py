@@ -10,7 +10,9 @@ MATLAB-bicubic upsampling of the same input against the ground truth, on the BT.
 with ``crop_border`` pixels (default: the scale) removed, outputs clipped to [0, 1] and rounded to
 8 bits (the usual protocol). Data: the method's held-out split (synthetic faces by default) and,
 when present, a folder of real faces (``../shared/data/faces128/val`` by default) whose LR inputs
-are made with MATLAB bicubic downsampling.
+are made with MATLAB bicubic downsampling. On the real faces it also reports the identity distance
+(face-api descriptors, :func:`face_identity_metrics`) of the model output and of bicubic to the
+ground truth when the face-api weights are found (``eval.sr_psnr_ssim.identity``).
 """
 
 from __future__ import annotations
@@ -103,35 +105,77 @@ def _quantize(x: jax.Array) -> jax.Array:
     return jnp.round(jnp.clip(x, 0.0, 1.0) * 255.0) / 255.0
 
 
-def _sr_metrics_fn(predict_fn, *, scale: int, crop: int, y_channel: bool, lr_key: str, hr_key: str):
-    """Jitted ``(params, batch) -> per-example {psnr, ssim, bicubic_psnr, bicubic_ssim}``."""
+def _sr_metrics_fn(predict_fn, *, scale: int, crop: int, y_channel: bool, lr_key: str, hr_key: str, images: bool = False):
+    """Jitted ``(params, batch) -> per-example {psnr, ssim, bicubic_psnr, bicubic_ssim}``.
+
+    ``images=True`` also returns the 8-bit-rounded ``out``/``bicubic``/``hr`` images (for host-side
+    metrics such as identity distance).
+    """
 
     def fn(params, batch):
         out = _quantize(predict_fn(params, batch))
         bic = _quantize(imresize(batch[lr_key].astype(jnp.float32), scale=scale))
         hr = _quantize(batch[hr_key].astype(jnp.float32))
         kw = dict(crop_border=crop, y_channel=y_channel, data_range=1.0)
-        return {
+        metrics = {
             "psnr": psnr(out, hr, **kw),
             "ssim": ssim(out, hr, **kw),
             "bicubic_psnr": psnr(bic, hr, **kw),
             "bicubic_ssim": ssim(bic, hr, **kw),
         }
+        if images:
+            metrics.update({"_out": out, "_bicubic": bic, "_hr": hr})
+        return metrics
 
     return jax.jit(fn)
+
+
+_IDENTITY_NOTICE_SHOWN = False
+
+
+def face_identity_metrics(restored: np.ndarray, target: np.ndarray, *, framing: str = "chip", log=print) -> dict[str, np.ndarray] | None:
+    """Per-image identity distance ``{'id_cos', 'id_l2'}`` between restored and target face crops.
+
+    Uses :func:`restore_jax.metrics.identity_distance` (face-api recognition weights). Returns
+    ``None`` after a one-time notice when the weights cannot be found, so evaluation protocols skip
+    the identity columns instead of failing.
+    """
+    global _IDENTITY_NOTICE_SHOWN
+    from restore_jax.metrics import identity_distance
+
+    try:
+        d = identity_distance(jnp.asarray(restored), jnp.asarray(target), framing=framing)
+    except FileNotFoundError as exc:
+        if not _IDENTITY_NOTICE_SHOWN:
+            log(f"[eval] identity distance skipped: {str(exc).splitlines()[0]}")
+            _IDENTITY_NOTICE_SHOWN = True
+        return None
+    return {"id_cos": np.asarray(d["cosine"]), "id_l2": np.asarray(d["euclidean"])}
 
 
 def _gather(x: jax.Array) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def evaluate_sr_batches(ctx: EvalContext, batches: Iterable[Mapping[str, np.ndarray]], *, max_examples: int) -> dict[str, float]:
-    """Mean metrics over local batches (with optional ``mask`` key) of an SR evaluation set."""
+def evaluate_sr_batches(
+    ctx: EvalContext,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    *,
+    max_examples: int,
+    identity_framing: str | None = None,
+) -> dict[str, float]:
+    """Mean metrics over local batches (with optional ``mask`` key) of an SR evaluation set.
+
+    ``identity_framing`` ('chip' | 'ffhq'): also average the identity distance of the model output
+    and of bicubic to the ground truth (``id_cos``, ``id_l2``, ``bicubic_id_cos``, ``bicubic_id_l2``),
+    when the face-api weights are available (a notice otherwise).
+    """
     cfg = ctx.config
     settings = cfg.eval.sr_psnr_ssim
     scale = int(cfg.model.scale)
     crop = scale if settings.crop_border < 0 else int(settings.crop_border)
-    key = ("sr_metrics", crop, bool(settings.y_channel))
+    want_images = identity_framing is not None
+    key = ("sr_metrics", crop, bool(settings.y_channel), want_images)
     if key not in ctx.cache:
         ctx.cache[key] = _sr_metrics_fn(
             ctx.predict_fn,
@@ -140,6 +184,7 @@ def evaluate_sr_batches(ctx: EvalContext, batches: Iterable[Mapping[str, np.ndar
             y_channel=bool(settings.y_channel),
             lr_key=cfg.model.input_key,
             hr_key=cfg.model.target_key,
+            images=want_images,
         )
     fn = ctx.cache[key]
     sums: dict[str, float] = {}
@@ -150,6 +195,14 @@ def evaluate_sr_batches(ctx: EvalContext, batches: Iterable[Mapping[str, np.ndar
         )
         mask = _gather(batch["mask"]) if "mask" in batch else None
         per_example = {k: _gather(v) for k, v in fn(ctx.params, batch).items()}
+        images = {k: per_example.pop(k) for k in [k for k in per_example if k.startswith("_")]}
+        if want_images:
+            for prefix, name in (("", "_out"), ("bicubic_", "_bicubic")):
+                ident = face_identity_metrics(images[name], images["_hr"], framing=identity_framing, log=ctx.log)
+                if ident is None:
+                    want_images = False
+                    break
+                per_example.update({prefix + k: v for k, v in ident.items()})
         if mask is None:
             mask = np.ones_like(next(iter(per_example.values())))
         remaining = max_examples - count if max_examples > 0 else None
@@ -161,6 +214,8 @@ def evaluate_sr_batches(ctx: EvalContext, batches: Iterable[Mapping[str, np.ndar
         for k, v in per_example.items():
             sums[k] = sums.get(k, 0.0) + float(np.sum(np.where(keep, v.astype(np.float64), 0.0)))
         count += int(keep.sum())
+        if not want_images:  # identity unavailable (or turned off mid-way): drop partial columns
+            sums = {k: v for k, v in sums.items() if "id_" not in k}
         if max_examples > 0 and count >= max_examples:
             break
     if count == 0:
@@ -204,13 +259,19 @@ def _real_faces_data_config(data_config, root: pathlib.Path, scale: int):
 
 
 def _table(title: str, rows: list[tuple[str, Mapping[str, float]]]) -> str:
+    with_id = any("id_l2" in r for _, r in rows)
     head = f"{'dataset':<18} {'n':>5} {'PSNR model':>11} {'PSNR bicubic':>13} {'SSIM model':>11} {'SSIM bicubic':>13}"
+    if with_id:
+        head += f" {'ID-L2 model':>12} {'ID-L2 bicubic':>14}"
     lines = [title, head, "-" * len(head)]
     for name, r in rows:
-        lines.append(
+        line = (
             f"{name:<18} {int(r['n']):>5} {r['psnr']:>11.2f} {r['bicubic_psnr']:>13.2f} "
             f"{r['ssim']:>11.4f} {r['bicubic_ssim']:>13.4f}"
         )
+        if with_id:
+            line += f" {r['id_l2']:>12.4f} {r['bicubic_id_l2']:>14.4f}" if "id_l2" in r else f" {'-':>12} {'-':>14}"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -221,6 +282,8 @@ def sr_psnr_ssim(ctx: EvalContext) -> dict[str, float]:
 
     cfg = ctx.config
     s = cfg.eval.sr_psnr_ssim
+    if s.identity not in ("auto", "off"):
+        raise ValueError(f"eval.sr_psnr_ssim.identity must be 'auto' or 'off', got {s.identity!r}")
     scale = int(cfg.model.scale)
     local_bs = _local_eval_batch(ctx, int(s.batch_size or cfg.train.global_batch_size))
     results: dict[str, float] = {}
@@ -237,7 +300,8 @@ def sr_psnr_ssim(ctx: EvalContext) -> dict[str, float]:
     if real is not None and real.is_dir():
         data = _real_faces_data_config(cfg.data, real, scale)
         it = build_eval(data, "val", local_bs)
-        r = evaluate_sr_batches(ctx, it, max_examples=int(s.real_max_examples))
+        framing = None if s.identity == "off" else s.real_framing
+        r = evaluate_sr_batches(ctx, it, max_examples=int(s.real_max_examples), identity_framing=framing)
         results.update({f"{s.real_name}/{k}": v for k, v in r.items()})
         rows.append((s.real_name, r))
     elif real is not None:
@@ -266,5 +330,9 @@ def sr_psnr_ssim_config(**overrides: Any):
     c.real_dir = ""  # '' = ../shared/data/faces128/val next to the repo; 'none' disables
     c.real_name = "faces128_val"
     c.real_max_examples = 0
+    # Identity distance (face-api recognition net) on the real-face set: 'auto' adds the columns
+    # when the weights are found (a notice otherwise), 'off' never computes them.
+    c.identity = "auto"
+    c.real_framing = "chip"  # how the real faces are cropped: 'chip' (tight, UTKFace) | 'ffhq'
     c.update(overrides)
     return c
