@@ -2,13 +2,17 @@
 
     restore-jax train --config configs/<method>.py:<preset> --workdir DIR [--config.x=y ...]
     restore-jax eval  --config configs/<method>.py:<preset> --workdir DIR [--checkpoint STEP] [--config.x=y ...]
-    restore-jax restore --checkpoint DIR [--step N] INPUT OUTPUT [--tile 256] [--overlap 32]
+    restore-jax restore --checkpoint DIR [--step N] [--method M] INPUT OUTPUT [--tile 256] [--overlap 32]
+                        [--<control> VALUE ...] [--frames K [--sweep-control NAME]] [--fps F]
     restore-jax export  --checkpoint DIR --out BUNDLE_DIR [--step N]
 
 ``train`` starts or resumes (from the latest good checkpoint in ``DIR``) a run; ``eval`` runs the
 method's evaluation protocols on a saved checkpoint and writes ``DIR/eval/<step>.json``.
-``restore`` runs a checkpoint (its saved config, EMA weights) on an image file or a folder of images;
-``export`` writes a ``jax.export`` bundle of it (``docs/inference.md``).
+``restore`` runs a checkpoint (its saved config, EMA weights) on an image file, a folder of images or
+a video file; ``--frames K`` sweeps the method's ``[0, 1]`` control over one image. Its control
+options (``--u`` for CFMD) are generated from the checkpoint's method, so ``restore`` parses in two
+stages: ``--checkpoint`` first, then the method's options. ``export`` writes a ``jax.export`` bundle
+(``docs/inference.md``).
 Multi-process runs: see ``launch/README.md`` (``RESTORE_JAX_*`` environment variables).
 """
 
@@ -44,19 +48,92 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--workdir", required=True, help="run directory (checkpoints, TensorBoard logs, samples, eval)")
         if name == "eval":
             s.add_argument("--checkpoint", type=int, default=None, help="step to evaluate (default: latest)")
-    r = sub.add_parser("restore", help="restore an image or a folder of images with a trained checkpoint", allow_abbrev=False)
-    r.add_argument("--checkpoint", required=True, help="training workdir (or its checkpoints/<step> folder)")
-    r.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    r.add_argument("input", help="image file or folder of images")
-    r.add_argument("output", help="output image file (input is a file) or folder (input is a folder)")
-    r.add_argument("--tile", type=int, default=None, help="process in tiles of this size (input pixels); default: whole image")
-    r.add_argument("--overlap", type=int, default=None, help="tile overlap in input pixels (default: min(32, tile/4))")
+    r = sub.add_parser(
+        "restore", help="restore images, a folder, a video, or sweep a control, with a trained checkpoint",
+        description=RESTORE_DESCRIPTION, epilog=RESTORE_EPILOG, allow_abbrev=False,
+    )
+    _add_restore_args(r)
     e = sub.add_parser("export", help="export a trained checkpoint to a jax.export bundle", allow_abbrev=False)
     e.add_argument("--checkpoint", required=True, help="training workdir (or its checkpoints/<step> folder)")
     e.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     e.add_argument("--out", required=True, help="bundle directory to write (must be empty or absent)")
     e.add_argument("--platforms", default=None, help="comma-separated lowering platforms, e.g. cpu,cuda (default: current backend)")
     return p
+
+
+VIDEO_INPUTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".gif")  # = restorer.VIDEO_EXTENSIONS (no import here)
+RESTORE_DESCRIPTION = (
+    "Restore an image file, a folder of images or a video file with a trained checkpoint (EMA weights, the "
+    "config saved with it); or, with --frames K, write K restorations of one image sweeping the method's "
+    "[0, 1] control."
+)
+RESTORE_EPILOG = (
+    "Method controls (e.g. --u for cfmd) are options generated from the checkpoint's method: they appear "
+    "after --checkpoint, e.g. `restore-jax restore --checkpoint RUN --help` lists them. "
+    "Video inputs: " + " ".join(VIDEO_INPUTS) + "; outputs .mp4 .mov .mkv .gif, a folder, or a PNG pattern "
+    "like out/f_%04d.png."
+)
+
+
+def _add_restore_args(r: argparse.ArgumentParser, hooks: dict | None = None) -> None:
+    """The ``restore`` options; ``hooks`` (from the checkpoint's config) adds one ``--<name>`` per control."""
+    r.add_argument("--checkpoint", required=True, help="training workdir (or its checkpoints/<step> folder)")
+    r.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    r.add_argument("--method", default=None, help="method id the checkpoint must have (a check; default: any)")
+    r.add_argument("input", help="image file, folder of images, or video file (" + " ".join(VIDEO_INPUTS) + ")")
+    r.add_argument(
+        "output",
+        help="image file / folder (image inputs); .mp4 .mov .mkv .gif, a folder or a PNG pattern (videos, --frames)",
+    )
+    r.add_argument("--tile", type=int, default=None, help="process in tiles of this size (input pixels); default: whole image")
+    r.add_argument("--overlap", type=int, default=None, help="tile overlap in input pixels (default: min(32, tile/4))")
+    r.add_argument(
+        "--frames", type=int, default=None, metavar="K",
+        help="sweep: K restorations of one image with the method's [0, 1] control at i/K (i = 0..K-1), written "
+        "as a PNG sequence (OUTPUT a folder or a pattern like out/u_%%02d.png), .gif or .mp4",
+    )
+    r.add_argument(
+        "--faces", type=int, default=None, metavar="CROP",
+        help="whole photo: detect and align every face to a CROPxCROP input crop (the size the model was trained "
+        "on), restore it and paste it back; needs the face-api weights (RESTORE_JAX_FACE_API)",
+    )
+    r.add_argument("--face-template", choices=("ffhq", "chip"), default="ffhq",
+                   help="framing of the model's training crops for --faces (default: ffhq)")
+    r.add_argument("--sweep-control", default=None, metavar="NAME", help="control --frames varies (default: the only [0, 1] one)")
+    r.add_argument(
+        "--fps", type=float, default=None,
+        help="frame rate of a written video (default: the input's times the method's temporal scale; 10 for --frames)",
+    )
+    if not hooks or not hooks["controls"]:
+        return
+    g = r.add_argument_group(f"controls of method {hooks['method']}")
+    taken = {a.dest for a in r._actions}
+    for name, spec in hooks["controls"].items():
+        if name in taken or name.replace("-", "_") in taken:
+            raise ValueError(f"method {hooks['method']!r}: control {name!r} collides with a restore option; rename it")
+        rng = f"range [{spec.min}, {spec.max}], " if (spec.min is not None or spec.max is not None) else ""
+        shape = f"{len(spec.shape) and 'comma-separated, shape ' + str(spec.shape) + ', ' or ''}"
+        g.add_argument(
+            f"--{name}", dest=f"control__{name}", type=_control_parser(name, spec), default=None, metavar="VALUE",
+            help=f"{spec.description or name} ({shape}{rng}default {spec.default})".replace("%", "%%"),
+        )
+
+
+def _control_parser(name: str, spec):
+    """argparse ``type`` for one control: a number, or comma-separated numbers for a vector control."""
+    import numpy as np
+
+    def parse(text: str):
+        try:
+            values = [float(v) for v in text.split(",")] if spec.shape else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--{name} expects {'comma-separated numbers' if spec.shape else 'a number'}, got {text!r}") from None
+        arr = np.asarray(values, dtype=np.float64)
+        if arr.shape != tuple(spec.shape):
+            raise argparse.ArgumentTypeError(f"--{name} expects {int(np.prod(spec.shape))} comma-separated values, got {text!r}")
+        return arr if spec.shape else float(arr)
+
+    return parse
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -66,9 +143,11 @@ def _fail(message: str, code: int = 2) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "restore":  # two-stage parsing: its options depend on the checkpoint
+        return _restore_main(argv[1:])
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command in ("restore", "export"):
+    if args.command == "export":
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return _inference_command(args)
@@ -142,31 +221,125 @@ def _eval(config, workdir: pathlib.Path, step: int | None) -> int:
     return 0
 
 
-def _inference_command(args) -> int:
-    """``restore`` / ``export``: user errors (missing checkpoint, bad paths / images / tiles) exit 2."""
-    from restore_jax.inference.image_io import ImageReadError
-    from restore_jax.inference.restorer import Restorer, RestorerError
+def _restore_parser(hooks: dict | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="restore-jax restore", description=RESTORE_DESCRIPTION, epilog=RESTORE_EPILOG, allow_abbrev=False
+    )
+    _add_restore_args(p, hooks)
+    return p
+
+
+def _restore_main(argv: list[str]) -> int:
+    """``restore``: read ``--checkpoint`` first, load its config (no weights), add the method's
+    control options, then parse everything. User errors exit with code 2."""
+    from restore_jax.inference.restorer import RestorerError, method_inference_hooks, read_checkpoint_config
+
+    stage1 = argparse.ArgumentParser(prog="restore-jax restore", add_help=False, allow_abbrev=False)
+    stage1.add_argument("--checkpoint", default=None)
+    stage1.add_argument("--step", default=None)  # a bad value is reported by the full parser below
+    stage1.add_argument("-h", "--help", action="store_true")
+    known, _ = stage1.parse_known_args(argv)
+    step = int(known.step) if known.step is not None and known.step.lstrip("-").isdigit() else None
+    hooks = None
+    if known.checkpoint is not None:
+        try:
+            hooks = method_inference_hooks(read_checkpoint_config(known.checkpoint, step))
+        except RestorerError as e:
+            if not known.help:
+                return _fail(str(e))
+        except KeyError as e:  # a method this installation does not know
+            return _fail(f"the checkpoint's method cannot be loaded: {e.args[0]}")
+    try:
+        parser = _restore_parser(hooks)
+    except ValueError as e:
+        return _fail(str(e))
+    if known.help:
+        parser.print_help()
+        if hooks is None:
+            print("\n(no readable --checkpoint given: method controls are not listed)")
+        return 0
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        names = [f"--{n}" for n in (hooks or {}).get("controls", {})]
+        accepted = f"method {hooks['method']!r} accepts the controls {', '.join(names) or '(none)'}" if hooks else ""
+        options = [a.split("=", 1)[0] for a in extra if a.startswith("-")]
+        what = f"unknown option(s) {' '.join(options)}" if options else f"unrecognized arguments: {' '.join(extra)}"
+        return _fail(what + (f"; {accepted}" if accepted else ""))
+    controls = {k[len("control__"):]: v for k, v in vars(args).items() if k.startswith("control__") and v is not None}
+    return _restore_command(args, hooks, controls)
+
+
+def _restore_command(args, hooks: dict, controls: dict) -> int:
+    from restore_jax.inference.image_io import ImageReadError, check_frames_output
+    from restore_jax.inference.restorer import VIDEO_EXTENSIONS, Restorer, RestorerError
 
     try:
-        if args.command == "restore":
-            src, dst = pathlib.Path(args.input), pathlib.Path(args.output)
-            if not src.exists():
-                return _fail(f"input {src} does not exist (an image file or a folder of images)")
+        src, dst = pathlib.Path(args.input), pathlib.Path(args.output)
+        if not src.exists():
+            return _fail(f"input {src} does not exist (an image file, a folder of images or a video file)")
+        if args.method is not None and args.method != hooks["method"]:
+            return _fail(
+                f"--method {args.method} does not match the checkpoint: {args.checkpoint} was trained for method "
+                f"{hooks['method']!r} (drop --method or pass another --checkpoint)"
+            )
+        if args.overlap is not None and args.tile is None:
+            return _fail("--overlap needs --tile (e.g. --tile 256 --overlap 32)")
+        if args.fps is not None and not args.fps > 0:
+            return _fail(f"--fps must be positive, got {args.fps}")
+        is_video = src.is_file() and src.suffix.lower() in VIDEO_EXTENSIONS
+        if args.sweep_control is not None and args.frames is None:
+            return _fail("--sweep-control needs --frames K")
+        if args.faces is not None and (not src.is_file() or is_video or args.frames is not None or args.tile is not None):
+            return _fail("--faces restores the faces of one photo: give an image file, without --frames or --tile")
+        if args.frames is not None or is_video:
+            if args.frames is not None and (not src.is_file() or is_video):
+                return _fail(f"--frames sweeps a control over one image; {src} is not an image file")
+            if args.frames is not None and args.frames < 1:
+                return _fail(f"--frames must be >= 1, got {args.frames}")
+            try:
+                check_frames_output(dst)
+            except ValueError as e:
+                return _fail(str(e))
+        else:
+            if args.fps is not None:
+                return _fail("--fps applies to video inputs and --frames sweeps only")
             if src.is_file() and dst.is_dir():
                 dst = dst / (src.stem + ".png")
             if src.is_file() and dst.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
                 return _fail(f"output {dst} needs an image extension (.png, .jpg, .webp) or an existing folder")
-            if args.overlap is not None and args.tile is None:
-                return _fail("--overlap needs --tile (e.g. --tile 256 --overlap 32)")
-            restorer = Restorer.from_checkpoint(args.checkpoint, step=args.step)
-            print(f"restore-jax restore: {restorer}", flush=True)
-            if src.is_dir():
-                written = restorer.restore_folder(src, dst, tile=args.tile, overlap=args.overlap)
-                print(f"wrote {len(written)} image(s) to {dst}", flush=True)
-            else:
-                out = restorer.restore_file(src, dst, tile=args.tile, overlap=args.overlap)
-                print(f"wrote {out}", flush=True)
-            return 0
+        restorer = Restorer.from_checkpoint(args.checkpoint, step=args.step)
+        print(f"restore-jax restore: {restorer}", flush=True)
+        tiles = {"tile": args.tile, "overlap": args.overlap}
+        if args.frames is not None:
+            name = restorer.sweep_control(args.sweep_control)
+            if name in controls:
+                return _fail(f"--{name} is what --frames sweeps (values i/{args.frames}); do not pass it too")
+            out = restorer.sweep_file(src, dst, control=name, num=args.frames, fps=args.fps or 10.0, **tiles, **controls)
+            print(f"wrote {args.frames} frames ({name} = i/{args.frames}) to {out}", flush=True)
+        elif is_video:
+            out = restorer.video(src, dst, fps=args.fps, **tiles, **controls)
+            print(f"wrote {out}", flush=True)
+        elif args.faces is not None:
+            out, n = restorer.restore_faces_file(src, dst, crop_size=args.faces, template=args.face_template, **controls)
+            print(f"restored {n} face(s); wrote {out}", flush=True)
+        elif src.is_dir():
+            written = restorer.restore_folder(src, dst, **tiles, **controls)
+            print(f"wrote {len(written)} image(s) to {dst}", flush=True)
+        else:
+            out = restorer.restore_file(src, dst, **tiles, **controls)
+            print(f"wrote {out}", flush=True)
+        return 0
+    except (RestorerError, ImageReadError, FileExistsError) as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        return _fail("interrupted", code=130)
+
+
+def _inference_command(args) -> int:
+    """``export``: user errors (missing checkpoint, bad paths) exit 2, a model that cannot be lowered 1."""
+    from restore_jax.inference.restorer import Restorer, RestorerError
+
+    try:
         out = pathlib.Path(args.out)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             return _fail(f"--out {out} exists and is not an empty folder; choose a new bundle directory")
@@ -174,13 +347,15 @@ def _inference_command(args) -> int:
         platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip()) if args.platforms else None
         try:
             path = restorer.export(out, platforms=platforms)
+        except RestorerError:
+            raise
         except ValueError as e:  # the model cannot be lowered with symbolic shapes: not the user's input
             lines = str(e).splitlines()
             short = lines[0][:400] + (f" ... {lines[-1]}" if len(lines) > 1 else "")
             return _fail(f"cannot export {restorer.method} step {restorer.step}: {short}", code=1)
         print(f"restore-jax export: {restorer} -> {path}", flush=True)
         return 0
-    except (RestorerError, ImageReadError, FileExistsError) as e:
+    except (RestorerError, FileExistsError) as e:
         return _fail(str(e))
     except KeyboardInterrupt:
         return _fail("interrupted", code=130)

@@ -25,6 +25,24 @@ def test_help_lists_only_existing_subcommands(capsys):
     assert "bench" not in out.split("Overrides")[0]
 
 
+def test_restore_help_lists_generic_options_and_explains_controls(capsys):
+    assert cli.main(["restore", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for option in ("--checkpoint", "--step", "--method", "--tile", "--overlap", "--frames", "--fps"):
+        assert option in out
+    assert "Method controls (e.g. --u for cfmd) are options generated from the checkpoint's method: they appear after --checkpoint" in out
+    # with a checkpoint that cannot be read, help still works (and says why no controls are listed)
+    assert cli.main(["restore", "--checkpoint", "/nonexistent/run", "-h"]) == 0
+    assert "method controls are not listed" in capsys.readouterr().out
+
+
+def test_restore_without_arguments_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["restore"])
+    assert e.value.code == 2
+    assert "--checkpoint" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -145,7 +145,7 @@ def test_unsupported_outputs(tmp_path):
         write_image(tmp_path / "x.jpg", img, bit_depth=16)
     with pytest.raises(ValueError, match="NaN"):
         write_image(tmp_path / "x.png", np.full((4, 4, 3), np.nan, np.float32))
-    with pytest.raises(ValueError, match="unsupported video format"):
+    with pytest.raises(ValueError, match=r"unsupported frame-sequence output '\.avi'"):
         write_frames(tmp_path / "x.avi", np.zeros((2, 4, 4, 3), np.float32))
 
 
@@ -176,3 +176,19 @@ def test_write_frames_gif_mp4_and_folder(tmp_path):
     files = sorted((tmp_path / "frames").iterdir())
     assert [f.name for f in files] == [f"frame_{i:06d}.png" for i in range(t)]
     np.testing.assert_array_equal(np.asarray(Image.open(files[2])), np.round(levels[2] * 65535).astype(np.uint16))
+
+
+def test_frame_sequence_outputs_and_patterns(tmp_path):
+    from restore_jax.inference.image_io import check_frames_output, sequence_path
+
+    assert [check_frames_output(p) for p in ("a.mp4", "a.GIF", "frames", "out/u_%03d.png")] == ["video", "video", "folder", "pattern"]
+    assert sequence_path(tmp_path / "u_%03d.png", 7) == tmp_path / "u_007.png"
+    assert sequence_path(tmp_path / "seq", 7) == tmp_path / "seq" / "frame_000007.png"
+    for bad, message in (("u_%03d.jpg", "must name PNG files"), ("u_%s_%d.png", "exactly one integer field"), ("x.webm", "unsupported")):
+        with pytest.raises(ValueError, match=message):
+            check_frames_output(tmp_path / bad)
+    frames = np.linspace(0, 1, 3 * 4 * 5 * 3, dtype=np.float32).reshape(3, 4, 5, 3)
+    write_frames(tmp_path / "p" / "u_%02d.png", frames)
+    files = sorted((tmp_path / "p").iterdir())
+    assert [f.name for f in files] == ["u_00.png", "u_01.png", "u_02.png"]
+    np.testing.assert_array_equal(np.asarray(Image.open(files[1])), np.round(frames[1] * 255).astype(np.uint8))

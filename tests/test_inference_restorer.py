@@ -93,10 +93,9 @@ def test_tiled_matches_untiled_away_from_borders(restorer):
     b = 8 * 4  # HR pixels: the receptive field reaches ~8 LR pixels
     np.testing.assert_allclose(tiled[b:-b, b:-b], full[b:-b, b:-b], atol=1e-5)
     # one compiled tile function, reused for another input size
+    compiled = restorer._run._cache_size()
     restorer(_image(40, 50, 4), tile=32, overlap=16, margin=7)
-    assert len(restorer._tile_fns) == 1
-    (fn,) = restorer._tile_fns.values()
-    assert fn._cache_size() == 1
+    assert restorer._run._cache_size() == compiled
 
 
 @pytest.mark.parametrize("mode, channels", [("RGB", 3), ("L", 1), ("RGBA", 4)])
@@ -123,28 +122,30 @@ def test_restore_cli_folder_with_tiles(workdir, tmp_path, capsys):
             assert im.size == (24 * 4, (20 + i) * 4)
 
 
-def test_export_cli_bundle_matches_restorer(tmp_path, capsys):
-    # The default bicubic skip (restore_jax.ops.imresize) plans its weights from concrete sizes and
-    # cannot be exported with symbolic height / width; the bilinear skip can.
-    from restore_jax.train.loop import train
-
-    workdir = tmp_path / "run_bilinear"
-    train(_config(skip="bilinear"), workdir)
-    restorer = Restorer.from_checkpoint(workdir)
+def test_export_cli_default_bicubic_skip_bundle_matches_restorer(workdir, restorer, tmp_path, capsys):
+    # The default model.skip = "bicubic" (MATLAB bicubic as a polyphase filter) exports with symbolic
+    # batch, height and width: one bundle serves every size and batch.
     out = tmp_path / "bundle"
     assert cli.main(["export", "--checkpoint", str(workdir), "--out", str(out)]) == 0, capsys.readouterr().err
     bundle = load_bundle(out)
     assert bundle.scale == 4 and bundle.manifest["method"] == "baseline_sr"
-    assert bundle.manifest["extra"]["config"]["model"]["skip"] == "bilinear"
+    assert bundle.manifest["extra"]["config"]["model"]["skip"] == "bicubic"
     assert bundle.manifest["extra"]["step"] == 6 and bundle.manifest["extra"]["config"]["method"] == "baseline_sr"
-    x = _image(15, 21, 6)
-    np.testing.assert_allclose(bundle(x), restorer(x), rtol=1e-5, atol=1e-5)
+    assert bundle.manifest["input"]["shape"] == "(b, h, w, 3)"  # symbolic batch, height and width
+    for x in (_image(15, 21, 6), np.stack([_image(9, 7, 7), _image(9, 7, 8)])):
+        np.testing.assert_allclose(bundle(x), restorer(x), rtol=1e-5, atol=1e-5)
     # a second export into the same folder is refused
     assert cli.main(["export", "--checkpoint", str(workdir), "--out", str(out)]) == 2
     assert "not an empty folder" in capsys.readouterr().err
 
 
-def test_export_cli_unexportable_model_is_explained(workdir, tmp_path, capsys):
+def test_export_cli_unexportable_model_is_explained(workdir, tmp_path, capsys, monkeypatch):
+    # MATLAB imresize plans its weights from concrete sizes, so a skip built on it cannot be lowered
+    # with symbolic height / width: the command exits 1 with jax's reason.
+    from restore_jax.models import baseline_sr
+    from restore_jax.ops import imresize
+
+    monkeypatch.setattr(baseline_sr, "imresize_up_integer", lambda x, s: imresize(x, scale=s))
     assert cli.main(["export", "--checkpoint", str(workdir), "--out", str(tmp_path / "b")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("restore-jax: error: cannot export baseline_sr step 6: jax.export failed"), err
@@ -173,3 +174,33 @@ def test_bad_inputs_and_controls(restorer):
         restorer(np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(RestorerError, match="overlap=20 must be"):
         restorer(_image(40, 40), tile=32, overlap=20)
+
+
+def test_restore_cli_faces_pastes_restored_face_into_upscaled_photo(workdir, restorer, tmp_path, capsys, face_api_weights, monkeypatch):
+    from input_pipelines.synthetic_faces import render_face, sample_identity
+    from restore_jax.faces import align as A
+    from restore_jax.ops import imresize_np
+
+    monkeypatch.setenv("RESTORE_JAX_FACE_API", str(face_api_weights))
+    face = render_face(sample_identity(5), pose=(8.0, 0.0, 0.0), size=(112, 112))[0]
+    photo = np.full((120, 170, 3), 0.4, np.float32)
+    photo[4:116, 50:162] = face
+    photo8 = np.round(photo * 255).astype(np.uint8)
+    src, out = tmp_path / "photo.png", tmp_path / "photo_x4.png"
+    Image.fromarray(photo8).save(src)
+    assert cli.main(["restore", "--checkpoint", str(workdir), "--faces", "16", str(src), str(out)]) == 0, capsys.readouterr().err
+    assert "restored 1 face(s)" in capsys.readouterr().out
+    got = np.asarray(Image.open(out), np.float32) / 255.0
+    assert got.shape == (480, 680, 3)
+    # Independent expectation: bicubic background + the model on the aligned 16x16 crop, pasted back.
+    x = photo8.astype(np.float32) / 255.0
+    background = np.clip(imresize_np(x, scale=4), 0, 1)
+    faces = A.align_faces(x, size=16, nets=A.FaceNets.from_face_api(face_api_weights))
+    assert len(faces) == 1
+    restored = restorer(faces[0].crop)
+    want = A.paste_back(background, np.clip(restored, 0, 1), faces[0].transform @ np.diag([0.25, 0.25, 1.0]), crop_size=16)
+    np.testing.assert_allclose(got, np.round(want * 255) / 255, atol=1.5 / 255)
+    assert np.abs(got - np.round(background * 255) / 255).max() > 0.05  # the face region really changed
+    # Argument errors are explained.
+    assert cli.main(["restore", "--checkpoint", str(workdir), "--faces", "16", "--tile", "16", str(src), str(out)]) == 2
+    assert "--faces restores the faces of one photo" in capsys.readouterr().err

@@ -8,7 +8,8 @@ Everything here needs only an apply function and arrays (``docs/inference.md``):
 * :func:`read_image_for_restore` / :func:`write_restored` / :func:`write_image` /
   :func:`write_frames` — the input normalisation rules (bit depth, grey, alpha) and outputs;
 * :func:`export_bundle` / :func:`load_bundle` — ``jax.export`` bundles loadable with jax + numpy;
-* :class:`Restorer` — a training checkpoint (+ its config snapshot) as a restoration function.
+* :class:`Restorer` — a training checkpoint (+ its config snapshot) as a restoration function for
+  images, videos (:meth:`Restorer.video`) and control sweeps (:meth:`Restorer.sweep`).
 
 Submodules are imported on first use (``image_io`` pulls in Pillow, ``export`` the loader only).
 """
@@ -43,8 +44,12 @@ _EXPORTS = {
     "write_image": "image_io",
     "write_restored": "image_io",
     "write_frames": "image_io",
+    "check_frames_output": "image_io",
+    "sequence_path": "image_io",
+    "restore_faces_in_photo": "face_photo",
     "Restorer": "restorer",
     "RestorerError": "restorer",
+    "read_video": "restorer",
 }
 
 __all__ = sorted(_EXPORTS)

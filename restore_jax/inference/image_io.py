@@ -57,6 +57,8 @@ __all__ = [
     "write_image",
     "write_restored",
     "write_frames",
+    "check_frames_output",
+    "sequence_path",
     "encode_png16",
     "IMAGE_OUTPUT_EXTENSIONS",
     "VIDEO_OUTPUT_EXTENSIONS",
@@ -311,6 +313,41 @@ def _even(frames: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
         yield np.pad(f, ((0, ph), (0, pw), (0, 0)), mode="edge") if (ph or pw) else f
 
 
+def check_frames_output(path: PathLike) -> str:
+    """What a frame-sequence output path means: ``'video'`` (``VIDEO_OUTPUT_EXTENSIONS``),
+    ``'pattern'`` (a printf pattern of PNG files such as ``out/u_%03d.png``) or ``'folder'`` (no
+    extension: ``frame_000000.png ...`` inside). Anything else raises ``ValueError`` saying what works."""
+    path = pathlib.Path(path)
+    ext = path.suffix.lower()
+    if "%" in path.name:
+        if ext != ".png":
+            raise ValueError(f"{path}: a frame pattern must name PNG files, e.g. {path.parent / 'frame_%04d.png'}")
+        try:
+            a, b = path.name % 0, path.name % 1
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: a frame pattern needs exactly one integer field such as %04d") from None
+        if a == b:
+            raise ValueError(f"{path}: a frame pattern needs an integer field such as %04d")
+        return "pattern"
+    if ext in VIDEO_OUTPUT_EXTENSIONS:
+        return "video"
+    if ext == "":
+        return "folder"
+    raise ValueError(
+        f"{path}: unsupported frame-sequence output {ext!r}; use one of {', '.join(VIDEO_OUTPUT_EXTENSIONS)}, "
+        "a folder (no extension) or a PNG pattern such as out/frame_%04d.png"
+    )
+
+
+def sequence_path(path: PathLike, index: int) -> pathlib.Path:
+    """File of frame ``index`` in a PNG-sequence output: ``path % index`` for a pattern, else
+    ``path / frame_{index:06d}.png`` (a folder)."""
+    path = pathlib.Path(path)
+    if "%" in path.name:
+        return path.parent / (path.name % index)
+    return path / f"frame_{index:06d}.png"
+
+
 def write_frames(
     path: PathLike,
     frames: Union[np.ndarray, Iterable[np.ndarray]],
@@ -324,26 +361,24 @@ def write_frames(
     * ``.gif``: Pillow, 8-bit palette per frame (lossy colour), looping, ``1000 / fps`` ms a frame;
     * ``.mp4`` / ``.mov`` / ``.mkv``: H.264 (libx264, yuv420p, ``crf``) via ``input_pipelines.video_io``;
       odd widths / heights get their last row / column repeated (the codec needs even sizes);
-    * a path without extension: a folder of PNGs ``frame_000000.png, ...`` (``bit_depth`` 8 or 16).
+    * a path without extension: a folder of PNGs ``frame_000000.png, ...`` (``bit_depth`` 8 or 16);
+    * a PNG pattern with one integer field, e.g. ``out/u_%02d.png`` (frame ``i`` -> ``path % i``).
     """
     path = pathlib.Path(path)
     ext = path.suffix.lower()
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    if ext == "":
-        path.mkdir(parents=True, exist_ok=True)
+    kind = check_frames_output(path)
+    if kind != "video":
+        if kind == "folder":
+            path.mkdir(parents=True, exist_ok=True)
         n = 0
         for i, f in enumerate(frames):
-            write_image(path / f"frame_{i:06d}.png", f, bit_depth=bit_depth)
+            write_image(sequence_path(path, i), f, bit_depth=bit_depth)
             n += 1
         if n == 0:
             raise ValueError(f"{path}: no frames given")
         return path
-    if ext not in VIDEO_OUTPUT_EXTENSIONS:
-        raise ValueError(
-            f"{path}: unsupported video format {ext!r}; use one of {', '.join(VIDEO_OUTPUT_EXTENSIONS)} "
-            "or a path without extension for a folder of PNGs"
-        )
     if bit_depth != 8:
         raise ValueError(f"{path}: {ext} stores 8 bits per channel; write a PNG folder for 16 bits")
     path.parent.mkdir(parents=True, exist_ok=True)

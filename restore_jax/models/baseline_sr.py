@@ -23,7 +23,7 @@ from flax import nnx
 
 from restore_jax.losses.pixel import pixel_loss
 from restore_jax.nn.blocks import PixelShuffleUpsampler, ResidualBlock, conv
-from restore_jax.ops import imresize
+from restore_jax.ops.resize import imresize_up_integer
 from restore_jax.train.errors import ConfigError
 from restore_jax.train.recipe import Recipe
 
@@ -32,8 +32,8 @@ SKIPS = ("bicubic", "bilinear", "none")
 
 def upsample_skip(x: jax.Array, scale: int, kind: str) -> jax.Array:
     """The global skip: ``kind`` upsampling of ``x`` by ``scale`` (``'none'`` gives zeros)."""
-    if kind == "bicubic":
-        return imresize(x, scale=scale)
+    if kind == "bicubic":  # MATLAB bicubic as a fixed polyphase filter: exportable with symbolic sizes
+        return imresize_up_integer(x, scale)
     if kind == "bilinear":
         b, h, w, c = x.shape
         return jax.image.resize(x, (b, h * scale, w * scale, c), "bilinear").astype(x.dtype)

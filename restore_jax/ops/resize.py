@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["imresize", "imresize_np", "resize_matrix"]
+__all__ = ["imresize", "imresize_np", "imresize_up_integer", "resize_matrix"]
 
 _KERNEL_WIDTH = 4.0  # support of the Keys cubic: [-2, 2]
 
@@ -224,3 +224,73 @@ def imresize(
         y = jnp.tensordot(mat, y, axes=([1], [ax]), precision=jax.lax.Precision.HIGHEST)
         y = jnp.moveaxis(y, 0, ax)
     return y.astype(x.dtype)
+
+
+def _upscale_phase_taps(scale: int) -> np.ndarray:
+    """``[scale, 5]`` float64 weights: output phase ``p`` of MATLAB's x``scale`` bicubic, taps ``-2..2``.
+
+    Output pixel ``o = scale * i + p`` (0-based) sits at input coordinate ``i + d_p`` with
+    ``d_p = (p + 0.5) / scale - 0.5`` (MATLAB's ``u = x / s + 0.5 (1 - 1 / s)`` in 0-based form);
+    its weights are ``cubic(d_p - t)`` for taps ``i + t``, ``|d_p| < 1/2`` so taps ``-2..2`` cover
+    the support, renormalised to sum to 1 as MATLAB does (the Keys cubic already sums to 1).
+    """
+    d = (np.arange(scale, dtype=np.float64) + 0.5) / scale - 0.5
+    w = _cubic(d[:, None] - np.arange(-2, 3, dtype=np.float64)[None, :])
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def _pad_symmetric2(x: jax.Array, axis: int) -> jax.Array:
+    """Two samples of MATLAB's symmetric border on each side (``-1 -> 0``, ``-2 -> 1``, ``n -> n-1``).
+
+    A gather with mirrored indices (clipped, so a length-1 axis repeats its sample as MATLAB does):
+    unlike ``jnp.pad(mode='symmetric')`` it also traces with symbolic sizes (``jax.export``), where
+    the axis length is not known to be at least 2.
+    """
+    n = x.shape[axis]
+    i = jnp.arange(n + 4, dtype=jnp.int32) - 2
+    i = jnp.where(i < 0, -1 - i, jnp.where(i >= n, 2 * n - 1 - i, i))
+    return jnp.take(x, jnp.clip(i, 0, n - 1), axis=axis, mode="clip")
+
+
+def imresize_up_integer(x: jax.Array, scale: int) -> jax.Array:
+    """MATLAB ``imresize(x, scale, 'bicubic')`` for an integer up-scaling ``scale >= 1``, shape-agnostic.
+
+    For an integer up-scaling every output phase ``p`` (``o = scale * i + p``) uses one fixed 4-tap
+    Keys filter (written with 5 taps ``-2..2``, the unused one zero), so the resize is: pad two
+    samples symmetrically (MATLAB's border rule), one depthwise 5x5 convolution with
+    ``scale * scale`` phase kernels per channel (outer products of the 1-D phase filters), and a
+    :func:`~restore_jax.ops.pixel.pixel_shuffle` interleaving the phases. Unlike :func:`imresize`
+    it needs no concrete height / width, so it traces with ``jax.export``'s symbolic sizes.
+    ``x``: NHWC floating; computed in float32 at ``HIGHEST`` precision, returned in ``x``'s dtype.
+    Equal to :func:`imresize` ``(x, scale=scale)`` up to float rounding.
+    """
+    from restore_jax.ops.pixel import pixel_shuffle
+
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+        raise ValueError(f"imresize_up_integer: scale must be an integer >= 1, got {scale!r}; use imresize otherwise")
+    x = jnp.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"imresize_up_integer expects an NHWC array, got shape {tuple(x.shape)}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"imresize_up_integer: expected a floating array, got dtype {x.dtype}")
+    scale = int(scale)
+    if scale == 1:
+        return x
+    compute = jnp.promote_types(x.dtype, jnp.float32)
+    c = x.shape[-1]
+    y = _pad_symmetric2(_pad_symmetric2(x.astype(compute), 1), 2)
+    taps = _upscale_phase_taps(scale)  # [s, 5]
+    # kernel [5, 5, 1, C*s*s]; output channel ch*s*s + p*s + q holds taps[p] (rows) x taps[q] (cols),
+    # the channel order pixel_shuffle expects.
+    k2 = np.einsum("pa,qb->abpq", taps, taps).reshape(5, 5, 1, scale * scale)
+    kernel = jnp.asarray(np.tile(k2, (1, 1, 1, c)), compute)
+    y = jax.lax.conv_general_dilated(
+        y,
+        kernel,
+        window_strides=(1, 1),
+        padding="VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=c,
+        precision=jax.lax.Precision.HIGHEST,
+    )
+    return pixel_shuffle(y, scale).astype(x.dtype)
