@@ -17,6 +17,8 @@ from types import ModuleType
 
 _METHODS: dict[str, str] = {
     "baseline_sr": "restore_jax.models.baseline_sr",
+    "cfmd": "restore_jax.models.cfmd_recipe",
+    "zsm": "restore_jax.models.zsm_recipe",
 }
 
 

@@ -46,9 +46,11 @@ def _nearest_resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
 def image_grid(columns: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
     """Rows = examples, columns = the given ``[N, H, W, C]`` batches (resized to the largest, nearest).
 
-    Values are clipped to [0, 1]; returns ``[rows * H', cols * W', C]`` float32.
+    Video batches ``[N, T, H, W, C]`` show their middle frame ``T // 2``. Values are clipped to
+    [0, 1]; returns ``[rows * H', cols * W', C]`` float32.
     """
-    cols = [np.clip(np.asarray(c, np.float32), 0.0, 1.0) for c in columns]
+    cols = [np.asarray(c, np.float32) for c in columns]
+    cols = [np.clip(c[:, c.shape[1] // 2] if c.ndim == 5 else c, 0.0, 1.0) for c in cols]
     n = min(c.shape[0] for c in cols)
     h = max(c.shape[1] for c in cols)
     w = max(c.shape[2] for c in cols)

@@ -322,6 +322,9 @@ class Trainer:
                         throughput.reset()
                         logger.write_scalars(step, scalars)
                         logger.progress(step, scalars)
+                        if self.recipe.metric_warnings is not None:
+                            for line in self.recipe.metric_warnings(step, scalars):
+                                logger.info(line)
                         history.append({"step": float(step), **scalars})
                     t_host = time.perf_counter()
                     if is_image and self.predict_fn is not None:

@@ -20,7 +20,7 @@ Which losses a step kind expects:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -49,6 +49,9 @@ class Recipe:
     # contrastive: the two views (query, key) in the batch
     view_keys: tuple[str, str] = ("view_q", "view_k")
     evaluators: tuple[str, ...] = ()
+    # metric_warnings(step, logged_metrics) -> lines the loop prints at each log point (host side,
+    # e.g. a monitored quantity leaving its safe range); None = no checks.
+    metric_warnings: Callable[[int, Mapping[str, float]], Sequence[str]] | None = None
 
     def __post_init__(self):
         if self.primary not in self.networks:

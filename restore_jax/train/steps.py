@@ -287,10 +287,14 @@ def make_gan_step(
             m["param_norm/G"] = optax.tree.norm(p_g).astype(jnp.float32)
             return p_g, o_g, ms, m, jnp.array(True)
 
-        do_g = (state.step % g_every) == 0
-        params["G"], opt_state["G"], ms, m_g, ok_g = jax.lax.cond(
-            do_g, g_update, g_skip, params["G"], opt_state["G"], ms
-        )
+        if g_every == 1:  # no lax.cond: XLA:CPU ran a conditional G update ~2.5x slower (CFMD generator)
+            do_g = jnp.array(True)
+            params["G"], opt_state["G"], ms, m_g, ok_g = g_update(params["G"], opt_state["G"], ms)
+        else:
+            do_g = (state.step % g_every) == 0
+            params["G"], opt_state["G"], ms, m_g, ok_g = jax.lax.cond(
+                do_g, g_update, g_skip, params["G"], opt_state["G"], ms
+            )
         ok_all = ok_all & ok_g
         metrics.update(m_g)
         metrics["g_updated"] = do_g.astype(jnp.float32)
