@@ -7,12 +7,13 @@ left -> right as ``u`` grows), a trained CFMD checkpoint restores the blurred fr
 
 * **matched moment**: the index ``i*`` of the GT re-ordered frame closest (MSE) to the output; its
   left-eye x position ``eye[i*]`` (the renderer's exact landmarks) is the output's eye position;
-* **image shift**: the sub-pixel horizontal translation of the output relative to the ``u = 0.5``
-  output in a 25x25 window around the left eye (iterative Lucas-Kanade on the grey image); the same
-  estimator on the GT frames ``i = round(u N)`` vs ``N // 2`` gives the true motion for comparison.
+* **landmark-net eye position** (when the face-api weights exist): the left-eye x predicted by
+  :class:`restore_jax.faces.FaceLandmarkNet` on the output itself (no GT involved); the same on the
+  GT frames ``i = round(u N)`` shows what the net reports for the true motion.
 
-An example is *monotone* when the measurement is non-decreasing over ``u = 0, .25, .5, .75``
-(matched moment) or strictly increasing (shift). ``--plain-workdir`` adds the plain (non-controllable)
+A window is *monotone* when ``i*`` is non-decreasing over ``u = 0, .25, .5, .75`` and ends higher
+than it starts; Spearman's rank correlation between ``u`` and each measurement is averaged over
+windows. ``--plain-workdir`` adds the plain (non-controllable)
 baseline, whose outputs cannot depend on ``u``. ``--figure`` writes a strip: per example, the blurred
 input, the outputs at each ``u`` and the GT frames ``round(u N)`` below them (synthetic faces only).
 
@@ -84,60 +85,58 @@ def held_out_windows(config, n: int, count: int, batch: int = 8):
     return {k: np.concatenate(v)[:count] for k, v in out.items()}
 
 
-def _grey(x: np.ndarray) -> np.ndarray:
-    return x.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+def landmark_eye_x(images: np.ndarray) -> np.ndarray | None:
+    """Left-eye x (mean of iBUG points 42-47, 0-based pixel centres) from the face-api landmark net,
+    or ``None`` when its weights are absent."""
+    from input_pipelines.cfmd_data import face_api_available
+
+    if not face_api_available():
+        return None
+    from restore_jax.faces.landmarks import FaceLandmarkNet
+
+    net = FaceLandmarkNet.from_face_api()
+    flat = images.reshape((-1,) + images.shape[-3:])
+    pts = np.concatenate([net.predict(flat[i : i + 64]) for i in range(0, len(flat), 64)])
+    return (pts[:, 42:48, 0].mean(axis=1) - 0.5).reshape(images.shape[:-3])
 
 
-def estimate_shift(img: np.ndarray, ref: np.ndarray, centre: np.ndarray, *, radius: int = 12, iters: int = 20) -> np.ndarray:
-    """``(dx, dy)`` with ``img(p) ~ ref(p - d)`` in the window of ``radius`` px around ``centre`` (x, y).
+def _monotone(x: np.ndarray) -> np.ndarray:
+    """Per row: non-decreasing and last > first."""
+    return np.all(np.diff(x, axis=1) >= 0, axis=1) & (x[:, -1] > x[:, 0])
 
-    Iterative Lucas-Kanade on grey images with bilinear warps; the window around the left eye keeps
-    the static background and the non-rigid mouth out of the estimate.
-    """
-    from scipy import ndimage
 
-    a, r = _grey(img), _grey(ref)
-    h, w = a.shape
-    cx, cy = int(round(float(centre[0]))), int(round(float(centre[1])))
-    sl = (slice(max(1, cy - radius), min(h - 1, cy + radius + 1)), slice(max(1, cx - radius), min(w - 1, cx + radius + 1)))
-    d = np.zeros(2)
-    for _ in range(iters):
-        warped = ndimage.shift(r, (d[1], d[0]), order=1, mode="nearest")
-        gy, gx = np.gradient(warped)
-        jac = np.stack([-gx[sl].ravel(), -gy[sl].ravel()], axis=1)
-        res = (a - warped)[sl].ravel()
-        step = np.linalg.lstsq(jac, res, rcond=None)[0]
-        d += step
-        if np.max(np.abs(step)) < 1e-4:
-            break
-    return d
+def _spearman(x: np.ndarray) -> np.ndarray:
+    """Per row: rank correlation of the values with their position (ties get average ranks)."""
+    from scipy.stats import spearmanr
+
+    pos = np.arange(x.shape[1])
+    return np.array([spearmanr(pos, row).statistic if np.ptp(row) > 0 else 0.0 for row in x])
 
 
 def measure(predict, data: dict, n: int) -> dict:
-    """Matched moments, eye positions and shifts of the outputs at every ``u``."""
+    """Matched moments and left-eye positions of the outputs at every ``u``."""
     blurred, sharp, eye = data["blurred"], data["sharp"][:, :n], data["eye"][:, :n]
     k = len(blurred)
     outs = np.stack([predict(blurred, np.full(k, u)) for u in U_VALUES], axis=1)  # [K, U, S, S, 3]
     mse = ((outs[:, :, None] - sharp[:, None]) ** 2).mean(axis=(3, 4, 5))  # [K, U, N]
     matched = mse.argmin(axis=2)
-    eye_x = np.take_along_axis(eye[..., 0], matched, axis=1)
-    ref = U_VALUES.index(0.5)
-    centre = eye[:, n // 2]  # the left eye of the middle GT frame
-    shift = np.array([[estimate_shift(outs[j, i], outs[j, ref], centre[j])[0] for i in range(len(U_VALUES))] for j in range(k)])
     gt_idx = [min(n - 1, int(round(u * n))) for u in U_VALUES]
-    gt_shift = np.array([[estimate_shift(sharp[j, i], sharp[j, n // 2], centre[j])[0] for i in gt_idx] for j in range(k)])
-    gt_eye = eye[:, gt_idx, 0]
-    return {
+    out = {
         "outputs": outs,
         "matched": matched,
-        "eye_x": eye_x,
-        "shift": shift,
-        "gt_shift": gt_shift,
-        "gt_eye_x": gt_eye,
-        "monotone_matched": float(np.mean(np.all(np.diff(matched, axis=1) >= 0, axis=1) & (matched[:, -1] > matched[:, 0]))),
-        "monotone_shift": float(np.mean(np.all(np.diff(shift, axis=1) > 0, axis=1))),
-        "gt_monotone_shift": float(np.mean(np.all(np.diff(gt_shift, axis=1) > 0, axis=1))),
+        "eye_x": np.take_along_axis(eye[..., 0], matched, axis=1),
+        "gt_eye_x": eye[:, gt_idx, 0],
+        "monotone_matched": float(np.mean(_monotone(matched))),
+        "spearman_matched": float(np.mean(_spearman(matched.astype(float)))),
+        "output_change": float(np.mean(np.abs(outs[:, -1] - outs[:, 0]))),
     }
+    net_x = landmark_eye_x(outs)
+    if net_x is not None:
+        out["net_eye_x"] = net_x
+        out["spearman_net_eye_x"] = float(np.mean(_spearman(net_x)))
+        out["gt_net_eye_x"] = landmark_eye_x(sharp[:, gt_idx])
+        out["gt_spearman_net_eye_x"] = float(np.mean(_spearman(out["gt_net_eye_x"])))
+    return out
 
 
 def save_figure(path: pathlib.Path, data: dict, m: dict, n: int, rows: int, plain: dict | None, zoom: int = 3) -> None:
@@ -198,27 +197,28 @@ def main() -> None:
     rows = []
     for name, m in runs.items():
         for i, u in enumerate(U_VALUES):
-            rows.append({
+            row = {
                 "model": name, "u": u,
-                "matched i* (mean)": float(m["matched"][:, i].mean()),
+                "matched i*": float(m["matched"][:, i].mean()),
                 "eye x of i* (px)": float(m["eye_x"][:, i].mean()),
-                "shift vs u=.5 (px)": float(m["shift"][:, i].mean()),
-                "GT shift (px)": float(m["gt_shift"][:, i].mean()),
-                "GT eye x (px)": float(m["gt_eye_x"][:, i].mean()),
-            })
+                "GT eye x, i=round(uN) (px)": float(m["gt_eye_x"][:, i].mean()),
+            }
+            if "net_eye_x" in m:
+                row["landmark-net eye x of output (px)"] = float(m["net_eye_x"][:, i].mean())
+                row["landmark-net eye x of GT (px)"] = float(m["gt_net_eye_x"][:, i].mean())
+            rows.append(row)
     print(f"{len(data['blurred'])} held-out synthetic windows, N={args.frames}, FMR order; steps {steps}")
     print_table(rows, list(rows[0]))
-    summary = {
-        name: {
-            "monotone_matched_fraction": m["monotone_matched"],
-            "monotone_shift_fraction": m["monotone_shift"],
-            "gt_monotone_shift_fraction": m["gt_monotone_shift"],
-        }
-        for name, m in runs.items()
-    }
-    for name, srow in summary.items():
-        print(f"{name}: monotone matched moment {srow['monotone_matched_fraction']:.2f}, monotone shift "
-              f"{srow['monotone_shift_fraction']:.2f} (GT frames: {srow['gt_monotone_shift_fraction']:.2f})")
+    summary = {}
+    for name, m in runs.items():
+        summary[name] = {k: m[k] for k in ("monotone_matched", "spearman_matched", "output_change",
+                                           "spearman_net_eye_x", "gt_spearman_net_eye_x") if k in m}
+        line = (f"{name}: matched moment monotone in {m['monotone_matched']:.0%} of windows, mean Spearman(u, i*) "
+                f"{m['spearman_matched']:.2f}; mean |out(u=.75) - out(u=0)| {m['output_change']:.4f}")
+        if "spearman_net_eye_x" in m:
+            line += (f"; Spearman(u, landmark-net eye x) {m['spearman_net_eye_x']:.2f} "
+                     f"(GT frames: {m['gt_spearman_net_eye_x']:.2f})")
+        print(line)
     path = write_results(args.name, {
         "benchmark": "cfmd_u_strip", "machine": machine_info(),
         "config": {"config": args.config, "workdir": args.workdir, "plain": args.plain_workdir, "frames": args.frames,
