@@ -18,6 +18,8 @@ from PIL import Image
 from restore_jax import cli
 from restore_jax.inference import Restorer, RestorerError, load_bundle
 
+from fake_methods import restored_ema
+
 SPEC = "configs/baseline_sr.py:ci"
 
 
@@ -48,14 +50,7 @@ def restorer(workdir) -> Restorer:
 @pytest.fixture(scope="module")
 def reference_params(workdir):
     """(graphdef, ema params, raw params) restored through the checkpointing adapter."""
-    from restore_jax.train.checkpointing import CheckpointManager
-    from restore_jax.train.loop import Trainer
-
-    trainer = Trainer(_config())
-    with CheckpointManager(workdir / "checkpoints", every_steps=1, async_save=False) as ckpt:
-        restored = ckpt.restore(trainer.abstract_restore_target(), step=6)
-    state = jax.device_get(restored.state)
-    return trainer.graphdefs["G"], state.ema_params["G"], state.params["G"]
+    return restored_ema(_config(), workdir, step=6)
 
 
 def _direct(graphdef, params, x):

@@ -24,6 +24,8 @@ from restore_jax.inference.export import ControlSpec
 from restore_jax.ops.pixel import pixel_shuffle
 from restore_jax.train.recipe import Recipe
 
+from fake_methods import registered_method, restored_ema, tiny_method_config, train_to
+
 METHOD = "fake_ctrl"
 
 
@@ -71,44 +73,16 @@ def inference_controls(config) -> dict:
     }
 
 
+
+
 def _config():
-    import input_pipelines.config as data_config
-    from restore_jax.train import config_loading
-
-    config_loading.ensure_configs_importable()
-    from configs import common
-
-    c = common.base_config()
-    c.method = METHOD
-    c.model = common.ml_collections.ConfigDict({"scale": 2})
-    c.data = data_config.default_data_config("sr_pair")
-    c.data.source.kwargs.update(size=16, num_examples=16, num_identities=4)
-    c.data.source.splits.val.num_examples = 8
-    c.data.source.splits.test.num_examples = 8
-    c.data.builder.kwargs.update(hr_size=16, scale=2)
-    c.data.num_workers = 0
-    c.train.num_steps = 2
-    c.train.global_batch_size = 8
-    c.train.ema_decay = 0.5
-    c.optim.lr = 1e-2
-    c.checkpoint.every_steps = 2
-    c.checkpoint.async_save = False
-    c.log.every_steps = 1
-    c.log.image_every_steps = 0
-    c.eval.final = False
-    return c
+    return tiny_method_config(METHOD, "sr_pair")
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> pathlib.Path:
-    from restore_jax.models import registry
-    from restore_jax.train.loop import train
-
-    registry._METHODS[METHOD] = __name__
-    wd = tmp_path_factory.mktemp("sweep") / "run"
-    train(_config(), wd)
-    yield wd
-    registry._METHODS.pop(METHOD, None)
+    with registered_method(METHOD, __name__):
+        yield train_to(_config(), tmp_path_factory.mktemp("sweep") / "run")
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +93,7 @@ def restorer(workdir) -> Restorer:
 @pytest.fixture(scope="module")
 def reference(workdir):
     """``ref(x, u, gain)`` on one image with the EMA network merged by hand."""
-    from restore_jax.train.checkpointing import CheckpointManager
-    from restore_jax.train.loop import Trainer
-
-    trainer = Trainer(_config())
-    with CheckpointManager(workdir / "checkpoints", every_steps=1, async_save=False) as ckpt:
-        restored = ckpt.restore(trainer.abstract_restore_target(), step=2)
-    ema = jax.device_get(restored.state.ema_params["G"])
-    graphdef = trainer.graphdefs["G"]
+    graphdef, ema, _ = restored_ema(_config(), workdir, step=2)
 
     def ref(x, u=0.5, gain=1.0):
         model = nnx.merge(graphdef, ema, {})

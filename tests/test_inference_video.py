@@ -26,6 +26,8 @@ from restore_jax.inference.chunking import plan_windows
 from restore_jax.ops.pixel import pixel_shuffle
 from restore_jax.train.recipe import Recipe
 
+from fake_methods import registered_method, restored_ema, tiny_method_config, train_to
+
 METHOD = "fake_window"
 WINDOW = {"window": 4, "stride": 3, "temporal_scale": 2}
 
@@ -74,50 +76,21 @@ def output_scale(config) -> int:
     return 2
 
 
+
+
 def _config():
-    import input_pipelines.config as data_config
-    from restore_jax.train import config_loading
-
-    config_loading.ensure_configs_importable()
-    from configs import common
-
-    c = common.base_config()
-    c.method = METHOD
-    c.model = common.ml_collections.ConfigDict({"scale": 2})
-    c.data = data_config.default_data_config("septuplet")
-    c.data.source.kwargs.update(size=16, num_examples=16, num_identities=4)
-    c.data.source.splits.val.num_examples = 8
-    c.data.source.splits.test.num_examples = 8
-    c.data.builder.kwargs.update(hr_size=16, scale=2)
-    c.data.num_workers = 0
-    c.train.num_steps = 2
-    c.train.global_batch_size = 8
-    c.train.ema_decay = 0.5
-    c.optim.lr = 1e-2
-    c.checkpoint.every_steps = 2
-    c.checkpoint.async_save = False
-    c.log.every_steps = 1
-    c.log.image_every_steps = 0
-    c.eval.final = False
-    return c
+    return tiny_method_config(METHOD, "septuplet")
 
 
 @pytest.fixture(scope="module")
 def registered():
-    from restore_jax.models import registry
-
-    registry._METHODS[METHOD] = __name__
-    yield
-    registry._METHODS.pop(METHOD, None)
+    with registered_method(METHOD, __name__):
+        yield
 
 
 @pytest.fixture(scope="module")
 def workdir(registered, tmp_path_factory) -> pathlib.Path:
-    from restore_jax.train.loop import train
-
-    wd = tmp_path_factory.mktemp("video") / "run"
-    train(_config(), wd)
-    return wd
+    return train_to(_config(), tmp_path_factory.mktemp("video") / "run")
 
 
 @pytest.fixture(scope="module")
@@ -128,14 +101,7 @@ def restorer(workdir) -> Restorer:
 @pytest.fixture(scope="module")
 def whole_clip(workdir):
     """Reference: the network merged from the restored EMA parameters, run on a whole clip at once."""
-    from restore_jax.train.checkpointing import CheckpointManager
-    from restore_jax.train.loop import Trainer
-
-    trainer = Trainer(_config())
-    with CheckpointManager(workdir / "checkpoints", every_steps=1, async_save=False) as ckpt:
-        restored = ckpt.restore(trainer.abstract_restore_target(), step=2)
-    ema = jax.device_get(restored.state.ema_params["G"])
-    graphdef = trainer.graphdefs["G"]
+    graphdef, ema, _ = restored_ema(_config(), workdir, step=2)
 
     def run(frames):
         model = nnx.merge(graphdef, ema, {})
