@@ -294,7 +294,24 @@ class _WindowIndex:
         return clip, int(index - self.offsets[clip]) * self.stride
 
 
-class VideoSource(Source):
+class _Windowed:
+    """Mixin for sources whose records are frame windows: ``self._windows`` is a :class:`_WindowIndex`."""
+
+    _windows: _WindowIndex
+
+    @property
+    def window(self) -> int:
+        return self._windows.window
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """``(clip index, first frame)`` of record ``index``."""
+        return self._windows.locate(self._check_index(index))
+
+
+class VideoSource(_Windowed, Source):
     """Windows of ``window`` consecutive frames from video files (MP4, MOV, MKV, AVI, WebM).
 
     Frame counts and timestamps are read once here (:func:`input_pipelines.video_io.probe_video`,
@@ -334,17 +351,6 @@ class VideoSource(Source):
                 f"videos {paths}: no video has {window} frames (lengths: {[i.num_frames for i in infos]}); "
                 "use a shorter window"
             )
-
-    @property
-    def window(self) -> int:
-        return self._windows.window
-
-    def __len__(self) -> int:
-        return len(self._windows)
-
-    def locate(self, index: int) -> tuple[int, int]:
-        """``(video index, first frame)`` of record ``index``."""
-        return self._windows.locate(self._check_index(index))
 
     def describe(self, index: int) -> str:
         v, s = self.locate(index)
@@ -394,7 +400,7 @@ class _FrameReader(Source):
         return np.stack(frames)
 
 
-class FrameFolderSource(_FrameReader):
+class FrameFolderSource(_Windowed, _FrameReader):
     """Windows of consecutive frames from a Vid4-like layout ``root/<clip>/<frame>.png``.
 
     Frames are ordered by natural sort of their names (``2.png`` before ``10.png``). If ``root``
@@ -452,16 +458,6 @@ class FrameFolderSource(_FrameReader):
         self._windows = _WindowIndex([len(f) for f in self.frames], window, stride)
         if len(self._windows) == 0:
             raise ValueError(f"frame folder {base}: no clip has {window} frames; use a shorter window")
-
-    @property
-    def window(self) -> int:
-        return self._windows.window
-
-    def __len__(self) -> int:
-        return len(self._windows)
-
-    def locate(self, index: int) -> tuple[int, int]:
-        return self._windows.locate(self._check_index(index))
 
     def frame_paths(self, index: int) -> list[str]:
         c, s = self.locate(index)

@@ -31,7 +31,7 @@ import numpy as np
 
 from input_pipelines import image_io
 from input_pipelines.image_io import IMAGE_EXTENSIONS
-from input_pipelines.sources import VIDEO_EXTENSIONS, Source, _natural_key, _WindowIndex
+from input_pipelines.sources import VIDEO_EXTENSIONS, Source, _natural_key, _Windowed, _WindowIndex
 
 __all__ = ["PtsError", "parse_pts", "read_pts", "held_out_ids", "split_ids", "VW300Source", "NUM_TEST_VIDEOS"]
 
@@ -164,7 +164,7 @@ class _VideoEntry:
         self.num_frames = num_frames
 
 
-class VW300Source(Source):
+class VW300Source(_Windowed, Source):
     """Windows of ``window`` consecutive frames of 300VW videos, with their 68 landmarks.
 
     Record: ``frames [window, H, W, 3]`` float32 in [0, 1], ``landmarks [window, 68, 2]`` (x, y,
@@ -271,17 +271,6 @@ class VW300Source(Source):
                 stacklevel=3,
             )
         return _VideoEntry(folder.name, frames, pts, min(n, len(pts)))
-
-    @property
-    def window(self) -> int:
-        return self._windows.window
-
-    def __len__(self) -> int:
-        return len(self._windows)
-
-    def locate(self, index: int) -> tuple[int, int]:
-        """``(video index, first frame)`` of record ``index``."""
-        return self._windows.locate(self._check_index(index))
 
     def describe(self, index: int) -> str:
         v, s = self.locate(index)

@@ -11,7 +11,6 @@ by hand from the EMA parameters restored with the checkpointing adapter.
 
 from __future__ import annotations
 
-import functools
 import pathlib
 
 import jax
