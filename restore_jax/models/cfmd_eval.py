@@ -33,12 +33,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
 import input_pipelines.cfmd_data  # noqa: F401  (registers the cfmd sources and builder)
 from restore_jax.metrics import psnr, ssim
-from restore_jax.train.evaluation import EvalContext, register_evaluator
-from restore_jax.train.mesh import batch_shards, make_global_batch
+from restore_jax.train.evaluation import EvalContext, gather_to_host, local_eval_batch, register_evaluator
+from restore_jax.train.mesh import make_global_batch
 
 METRICS = ("psnr", "ssim", "lpips", "identity")
 FRAME_COUNTS = (5, 7, 9, 11, 13)
@@ -211,21 +210,6 @@ def _frame_fn(predict_fn, *, use_lpips: bool, use_identity: bool):
     return jax.jit(one)
 
 
-def _gather(x: jax.Array) -> np.ndarray:
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
-def _local_batch_size(ctx: EvalContext, settings) -> int:
-    gbs = int(settings.batch_size or ctx.config.train.global_batch_size)
-    shards = batch_shards(ctx.mesh)
-    if gbs % shards or gbs % jax.process_count():
-        raise ValueError(
-            f"cfmd eval batch size {gbs} must be divisible by the data-parallel size {shards} and the "
-            f"process count {jax.process_count()}"
-        )
-    return gbs // jax.process_count()
-
-
 def _run(ctx: EvalContext, settings, mode: str) -> tuple[dict[str, float], str]:
     """Evaluate every set and frame count; returns the result dict and a printed table."""
     use_lpips = bool(settings.lpips)
@@ -236,7 +220,7 @@ def _run(ctx: EvalContext, settings, mode: str) -> tuple[dict[str, float], str]:
     fn = ctx.cache[key]
     counts = tuple(int(n) for n in settings.frame_counts)
     m_max = max(counts)
-    local_bs = _local_batch_size(ctx, settings)
+    local_bs = local_eval_batch(ctx, int(settings.batch_size or ctx.config.train.global_batch_size))
     results: dict[str, float] = {}
     rows: list[tuple[str, str, dict[str, float]]] = []
     for set_name, source in eval_sets(ctx.config, settings):
@@ -257,8 +241,8 @@ def _run(ctx: EvalContext, settings, mode: str) -> tuple[dict[str, float], str]:
                 for i in range(1 if mode == "s2s" else n):
                     out = fn(ctx.params, batch, np.int32(i), np.int32(n), np.bool_(mode == "s2s"))
                     acc = out if not acc else jax.tree.map(jnp.add, acc, out)
-                per_example = {k: _gather(v) for k, v in acc.items()}
-                keep = _gather(batch["mask"]) > 0
+                per_example = {k: gather_to_host(v) for k, v in acc.items()}
+                keep = gather_to_host(batch["mask"]) > 0
                 if settings.num_examples:
                     idx = np.flatnonzero(keep)[: max(0, int(settings.num_examples) - examples)]
                     keep = np.zeros_like(keep)

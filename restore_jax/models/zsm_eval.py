@@ -39,12 +39,11 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 
 from restore_jax.inference.chunking import Window, plan_windows
 from restore_jax.metrics import psnr, ssim
 from restore_jax.train.errors import ConfigError
-from restore_jax.train.evaluation import REPO_ROOT, EvalContext, register_evaluator
+from restore_jax.train.evaluation import REPO_ROOT, EvalContext, gather_to_host, register_evaluator
 from restore_jax.train.mesh import batch_shards, make_global_batch
 
 WINDOW, STRIDE, TEMPORAL_SCALE = 4, 3, 2
@@ -385,10 +384,6 @@ def synthetic_clips(settings) -> list[tuple[str, np.ndarray]]:
 # running the model of an EvalContext
 
 
-def _gather(x) -> np.ndarray:
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
 def model_apply_fn(ctx: EvalContext, batch: int) -> ApplyFn:
     """``[batch, 4, h, w, 3] -> [batch, 7, 4h, 4w, 3]`` through the context's jitted predictor.
 
@@ -404,7 +399,7 @@ def model_apply_fn(ctx: EvalContext, batch: int) -> ApplyFn:
     def apply(x: np.ndarray) -> np.ndarray:
         rows = np.ascontiguousarray(x[pi * local : (pi + 1) * local], np.float32)
         out = ctx.predict_fn(ctx.params, make_global_batch({lr_key: rows}, ctx.mesh))
-        return _gather(out)
+        return gather_to_host(out)
 
     return apply
 

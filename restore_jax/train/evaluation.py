@@ -153,7 +153,8 @@ def face_identity_metrics(restored: np.ndarray, target: np.ndarray, *, framing: 
     return {"id_cos": np.asarray(d["cosine"]), "id_l2": np.asarray(d["euclidean"])}
 
 
-def _gather(x: jax.Array) -> np.ndarray:
+def gather_to_host(x: jax.Array) -> np.ndarray:
+    """A global (sharded, possibly multi-process) array as one host NumPy array on every process."""
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
@@ -193,8 +194,8 @@ def evaluate_sr_batches(
         batch = make_global_batch(
             {k: local[k] for k in (cfg.model.input_key, cfg.model.target_key, "mask") if k in local}, ctx.mesh
         )
-        mask = _gather(batch["mask"]) if "mask" in batch else None
-        per_example = {k: _gather(v) for k, v in fn(ctx.params, batch).items()}
+        mask = gather_to_host(batch["mask"]) if "mask" in batch else None
+        per_example = {k: gather_to_host(v) for k, v in fn(ctx.params, batch).items()}
         images = {k: per_example.pop(k) for k in [k for k in per_example if k.startswith("_")]}
         if want_images:
             for prefix, name in (("", "_out"), ("bicubic_", "_bicubic")):
@@ -225,7 +226,8 @@ def evaluate_sr_batches(
     return out
 
 
-def _local_eval_batch(ctx: EvalContext, global_batch: int) -> int:
+def local_eval_batch(ctx: EvalContext, global_batch: int) -> int:
+    """This process's share of a global evaluation batch (checked against the mesh and processes)."""
     shards = batch_shards(ctx.mesh)
     if global_batch % shards or global_batch % jax.process_count():
         raise ValueError(
@@ -285,7 +287,7 @@ def sr_psnr_ssim(ctx: EvalContext) -> dict[str, float]:
     if s.identity not in ("auto", "off"):
         raise ValueError(f"eval.sr_psnr_ssim.identity must be 'auto' or 'off', got {s.identity!r}")
     scale = int(cfg.model.scale)
-    local_bs = _local_eval_batch(ctx, int(s.batch_size or cfg.train.global_batch_size))
+    local_bs = local_eval_batch(ctx, int(s.batch_size or cfg.train.global_batch_size))
     results: dict[str, float] = {}
     rows = []
     it = build_eval(cfg.data, s.split, local_bs)
