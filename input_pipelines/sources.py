@@ -647,7 +647,8 @@ class SyntheticFacesSource(Source):
       ``identity_id``.
     * ``'sequence'``: ``num_frames`` frames of one continuous talking/moving head at ``fps`` -
       ``frames [T, S, S, 3]``, ``landmarks [T, 68, 2]``, ``poses [T, 3]``, ``expressions``,
-      ``times`` ... (``motion_scale`` > 1 moves faster; a high ``fps`` gives smooth averaged blur).
+      ``times`` ... (``motion_scale`` > 1 moves faster; ``drift`` > 0 adds straight-line head motion
+      of that many head units per second within ``drift_angle`` degrees of the horizontal; a high ``fps`` gives smooth averaged blur).
     * ``'views'``: one moment seen by ``num_views`` cameras (yaw spread over +-``max_view_yaw``,
       view 0 the most frontal) - ``views [V, S, S, 3]``, ``poses [V, 3]``, ``landmarks [V, 68, 2]``.
     * ``'identity_set'``: ``set_size`` images of one person in varied pose, expression and light -
@@ -672,6 +673,8 @@ class SyntheticFacesSource(Source):
         num_frames: int = 7,
         fps: float = 30.0,
         motion_scale: float = 1.0,
+        drift: float = 0.0,
+        drift_angle: float = 180.0,
         num_views: int = 2,
         max_view_yaw: float = 60.0,
         set_size: int = 4,
@@ -688,6 +691,7 @@ class SyntheticFacesSource(Source):
         per_identity = 16 if num_examples is None else max(1, -(-int(num_examples) // n_ids))
         self.mode, self.split = mode, split
         self.num_frames, self.fps, self.motion_scale = int(num_frames), float(fps), float(motion_scale)
+        self.drift, self.drift_angle = float(drift), float(drift_angle)
         self.num_views, self.max_view_yaw, self.set_size = int(num_views), float(max_view_yaw), int(set_size)
         self.on_error = "raise"
         self.read_failures = {}
@@ -710,7 +714,10 @@ class SyntheticFacesSource(Source):
         if self.mode == "image":
             rec = ds[index]
         elif self.mode == "sequence":
-            rec = ds.sequence(index, self.num_frames, self.fps, motion_scale=self.motion_scale)
+            rec = ds.sequence(
+                index, self.num_frames, self.fps, motion_scale=self.motion_scale, drift=self.drift,
+                drift_angle=self.drift_angle,
+            )
         elif self.mode == "views":
             rec = dict(ds.views(index, self.num_views, max_yaw=self.max_view_yaw))
             rec["views"] = rec.pop("images")

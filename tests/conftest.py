@@ -16,6 +16,12 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("RESTORE_JAX_SHARED", REPO_ROOT.parent / "shared"))
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: one worker per core, at most 4 (each worker holds its own JAX runtime and
+    compiled functions, ~1-2 GB; more workers mostly add compile contention)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> pathlib.Path:
     """``../shared/data`` (real faces and videos); the test is skipped with a reason when absent."""

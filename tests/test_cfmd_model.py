@@ -18,6 +18,7 @@ out-of-image positions. The tiny generator is compiled once.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -583,6 +584,38 @@ def test_generator_matches_torch_and_depends_on_u():
         np.testing.assert_allclose(np.asarray(o), _nhwc(e), atol=ATOL)
     for o in outs:  # same image, different u (the u path itself is checked against PyTorch above)
         assert float(jnp.abs(o[0] - o[1]).max()) > 1e-3
+
+
+def test_bilinear_pyramid_with_zero_outputs_starts_at_the_blurred_input():
+    """``input_pyramid='bilinear'`` + ``zero_init_outputs``: at initialisation the three outputs are
+    the labels' resizes of the input (NumPy block means and PyTorch's bilinear resize agree), and
+    the output convolutions still receive gradients, so training can leave the input."""
+    cfg = CFMDGeneratorConfig(
+        widths=(8, 16, 32), blocks_per_stage=0, mapping_layers=1, mapping_width=8, control_features=4,
+        input_pyramid="bilinear", zero_init_outputs=True,  # no ContAda blocks: the test is about the ends
+    )
+    model = _init_jit(lambda r: CFMDGenerator(cfg, rngs=r))
+    img = np.random.default_rng(5).random((2, 16, 20, 3), dtype=np.float32)
+    u = jnp.asarray([0.1, 0.9])
+    out4, out2, out1 = jax.jit(lambda x, u: model(x, u))(jnp.asarray(img), u)
+    half = img.reshape(2, 8, 2, 10, 2, 3).mean(axis=(2, 4))  # mean of each 2x2 block
+    quarter = img.reshape(2, 4, 4, 5, 4, 3)[:, :, 1:3, :, 1:3].mean(axis=(2, 4))  # central 2x2 of 4x4
+    np.testing.assert_array_equal(np.asarray(out1), img)
+    np.testing.assert_allclose(np.asarray(out2), half, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(out4), quarter, atol=1e-6)
+    with torch.no_grad():
+        for out, size in ((out2, (8, 10)), (out4, (4, 5))):
+            ref = F.interpolate(_nchw(img), size=size, mode="bilinear", align_corners=False)
+            np.testing.assert_allclose(np.asarray(out), _nhwc(ref), atol=1e-6)
+    target = jnp.asarray(np.random.default_rng(6).random(img.shape, dtype=np.float32))
+    grads = nnx.jit(nnx.grad(lambda m, x, t: jnp.mean((m(x, u)[-1] - t) ** 2)))(model, jnp.asarray(img), target)
+    assert float(jnp.abs(grads.out1.kernel[...]).max()) > 1e-4
+    # The defaults (nearest pyramid, random output convs) do not start at the input.
+    default_cfg = dataclasses.replace(cfg, input_pyramid="nearest", zero_init_outputs=False)
+    default = _init_jit(lambda r: CFMDGenerator(default_cfg, rngs=r))
+    assert float(jnp.abs(nnx.jit(lambda m, x: m(x, u)[-1])(default, jnp.asarray(img)) - img).max()) > 1e-3
+    with pytest.raises(ValueError, match="input_pyramid"):
+        CFMDGeneratorConfig(input_pyramid="area")
 
 
 def test_remat_stage_gradients_match_torch():

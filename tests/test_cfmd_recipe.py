@@ -357,6 +357,15 @@ def test_config_presets_ablations_and_validation():
     assert p.train.global_batch_size == 8 and p.data.builder.kwargs.crop_size == 256
     assert list(p.data.builder.kwargs.num_frames) == [5, 7, 9, 11, 13]
     assert tuple(p.data.builder.kwargs.scale_range) == (1.0, 1.5)
+    # The paper's losses and MIMO-UNet's pyramid; the short-run options stay in `small`.
+    lo = p.loss
+    assert (lo.pixel_weight, lo.perceptual_weight, lo.adversarial_weight, lo.regression_weight, lo.q_weight) == (
+        1.0, 0.01, 0.1, 0.05, 0.05
+    )
+    assert p.model.input_pyramid == "nearest" and p.model.zero_init_outputs is False
+    sm = load_config("configs/cfmd.py:small,face_video=False")
+    assert sm.model.input_pyramid == "bilinear" and sm.model.zero_init_outputs is True
+    assert sm.data.source.kwargs.drift > 0 and sm.loss.adversarial_weight < lo.adversarial_weight
     with pytest.raises(ConfigError, match="multiple of 4"):
         common.validate(common.apply_overrides(c, ["--config.data.builder.kwargs.crop_size=42"]))
     with pytest.raises(ConfigError, match="step_kind"):

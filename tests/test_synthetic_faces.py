@@ -26,6 +26,7 @@ from input_pipelines.synthetic_faces import (
     render_face,
     render_identity_set,
     render_sequence,
+    render_sequence_full,
     render_views,
     sample_identity,
     synthesize_voice,
@@ -246,6 +247,35 @@ def test_sequences_are_smooth_and_frame_rate_consistent():
     assert np.abs(p_other - poses).max() > 1.0
     with pytest.raises(ValueError, match="disagrees"):
         render_sequence(idn, 10, 30.0, seed=0, duration=1.0, size=32)
+
+
+def test_drift_adds_straight_line_motion_within_the_angle():
+    """``drift`` adds ``v * t`` to the in-plane translation and changes nothing else; the speed is in
+    ``[drift / 2, drift]`` and the direction within ``drift_angle`` degrees of the horizontal."""
+    idn = sample_identity(30)
+    plain = render_sequence_full(idn, 6, 60.0, seed=4, size=32)
+    zero = render_sequence_full(idn, 6, 60.0, seed=4, size=32, drift=0.0, drift_angle=10.0)
+    assert zero["frames"].tobytes() == plain["frames"].tobytes()
+    angles = []
+    for seed in range(8):
+        base = render_sequence_full(idn, 6, 60.0, seed=seed, size=32)
+        moved = render_sequence_full(idn, 6, 60.0, seed=seed, size=32, drift=2.0, drift_angle=20.0)
+        for key in ("poses", "zoom", "expressions"):
+            np.testing.assert_array_equal(moved[key], base[key])
+        extra = (moved["translations"] - base["translations"]).astype(np.float64)
+        t = base["times"]
+        velocity = extra[-1] / t[-1]
+        np.testing.assert_allclose(extra, t[:, None] * velocity[None], atol=1e-6)
+        assert 1.0 - 1e-6 <= np.hypot(*velocity) <= 2.0 + 1e-6
+        angles.append(np.degrees(np.arctan2(abs(velocity[1]), abs(velocity[0]))))
+        # The face moves in the picture along that line: mostly sideways.
+        shift = (moved["landmarks"][-1] - base["landmarks"][-1]).mean(0)
+        assert abs(shift[0]) > 0.5 and abs(shift[1]) < 0.6 * abs(shift[0])
+    assert max(angles) <= 20.0 + 1e-6 and np.ptp(angles) > 1.0
+    with pytest.raises(ValueError, match="drift must be"):
+        render_sequence_full(idn, 2, 30.0, size=16, drift=-1.0)
+    with pytest.raises(ValueError, match="drift_angle"):
+        render_sequence_full(idn, 2, 30.0, size=16, drift=1.0, drift_angle=200.0)
 
 
 def test_views_share_one_moment_and_differ_with_pose():

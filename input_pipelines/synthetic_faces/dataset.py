@@ -172,15 +172,18 @@ class SyntheticFaces:
         motion_scale: float = 1.0,
         start_time: float = 0.0,
         size: int | Sequence[int] | None = None,
+        drift: float = 0.0,
+        drift_angle: float = 180.0,
     ) -> dict[str, np.ndarray]:
         """Video record: ``frames`` (T, H, W, 3), ``landmarks`` (T, 68, 2), ``visibility`` (T, 68),
         ``poses`` (T, 3), ``translations`` (T, 2), ``zoom`` (T,), ``expressions`` (T, 7), ``times`` (T,)
         seconds, ``fps``, plus ``identity_id`` / ``identity``. Render at a high ``fps`` and average
-        frames for motion blur; ``motion_scale`` > 1 moves faster."""
+        frames for motion blur; ``motion_scale`` > 1 moves faster; ``drift`` > 0 adds straight-line
+        head motion (head units per second, within ``drift_angle`` degrees of the horizontal)."""
         _, idn, rec = self._base(index)
         out = render_sequence_full(
             idn, num_frames, fps, seed=self.sequence_seed(index), size=self._size(size), motion_scale=motion_scale,
-            start_time=start_time, supersample=self.supersample,
+            start_time=start_time, supersample=self.supersample, drift=drift, drift_angle=drift_angle,
         )
         rec.update(out)
         rec["fps"] = np.asarray(fps, np.float32)

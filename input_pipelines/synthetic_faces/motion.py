@@ -4,6 +4,11 @@ Every track is a closed-form function of time (seconds), drawn once from ``(seed
 
 * head pose: a base pose plus a sum of three random low-frequency sinusoids per axis (yaw, pitch,
   roll), a small in-plane translation and zoom, all sped up by ``motion_scale``;
+* drift (optional, ``drift > 0``): a constant-velocity in-plane translation ``v * t`` with speed
+  uniform in ``[drift / 2, drift]`` head units per second, in a random direction within
+  ``drift_angle`` degrees of the horizontal (either way; 180: any direction), for short
+  bursts of straight-line head motion (the classic linear motion blur); it grows without bound, so
+  use it for short sequences near ``t = 0``;
 * talking: a syllable schedule (onset, length, loudness, vowel) generated in fixed 4-second blocks,
   each block from its own random stream, so the schedule never depends on how long a clip is;
   ``mouth_open`` follows the syllable envelope. :mod:`.voice` uses the *same* schedule, so a
@@ -28,7 +33,7 @@ from .geometry import EXPRESSION_DIM, Expression, _as_size, build_face_model
 from .identity import Identity
 
 BLOCK_SECONDS = 4.0
-_TAG_MOTION, _TAG_SYLLABLE, _TAG_BLINK = 101, 202, 303
+_TAG_MOTION, _TAG_SYLLABLE, _TAG_BLINK, _TAG_DRIFT = 101, 202, 303, 404
 # Vowels of the syllable schedule (indices into voice.VOWEL_FORMANTS).
 NUM_VOWELS = 5
 
@@ -129,12 +134,22 @@ class Motion:
     slow_freq: np.ndarray
     slow_phase: np.ndarray
     smile_bias: float
+    drift_velocity: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(2))  # (2,) head units / s
 
 
-def make_motion(identity: Identity, seed: int, motion_scale: float = 1.0) -> Motion:
-    """Draw the motion parameters (deterministic per ``(identity, seed, motion_scale)``)."""
+def make_motion(
+    identity: Identity, seed: int, motion_scale: float = 1.0, drift: float = 0.0, drift_angle: float = 180.0
+) -> Motion:
+    """Draw the motion parameters (deterministic per ``(identity, seed, motion_scale, drift, drift_angle)``).
+
+    The drift velocity comes from its own random stream: ``drift=0`` gives exactly the motion of
+    earlier versions, and changing ``drift`` changes nothing else."""
     if not motion_scale >= 0:
         raise ValueError(f"motion_scale must be >= 0, got {motion_scale}")
+    if not drift >= 0:
+        raise ValueError(f"drift must be >= 0 (head units per second), got {drift}")
+    if not 0 <= drift_angle <= 180:
+        raise ValueError(f"drift_angle must be in [0, 180] degrees from the horizontal, got {drift_angle}")
     rng = _stream(seed, identity, _TAG_MOTION)
     base = np.array([np.clip(rng.normal(0, 15), -35, 35), np.clip(rng.normal(0, 6), -15, 15), np.clip(rng.normal(0, 4), -10, 10)])
     # Speed ~ motion_scale: amplitude and frequency both grow with sqrt(motion_scale).
@@ -149,7 +164,14 @@ def make_motion(identity: Identity, seed: int, motion_scale: float = 1.0) -> Mot
     slow_freq = (0.04 + 0.16 * rng.random(4)) * max(k, 0.25)
     slow_phase = 2 * np.pi * rng.random(4)
     smile_bias = float(rng.uniform(-0.1, 0.4))
-    return Motion(identity, int(seed), float(motion_scale), base, amp, freq, phase, slow_amp, slow_freq, slow_phase, smile_bias)
+    drift_rng = _stream(seed, identity, _TAG_DRIFT)
+    angle = np.deg2rad(drift_rng.uniform(-drift_angle, drift_angle)) + np.pi * drift_rng.integers(0, 2)
+    speed = drift * drift_rng.uniform(0.5, 1.0)
+    drift_velocity = speed * np.array([np.cos(angle), np.sin(angle)])
+    return Motion(
+        identity, int(seed), float(motion_scale), base, amp, freq, phase, slow_amp, slow_freq, slow_phase, smile_bias,
+        drift_velocity,
+    )
 
 
 def motion_at(motion: Motion, times: Sequence[float] | np.ndarray) -> dict[str, np.ndarray]:
@@ -160,7 +182,7 @@ def motion_at(motion: Motion, times: Sequence[float] | np.ndarray) -> dict[str, 
     poses[:, 0] = np.clip(poses[:, 0], -80, 80)
     poses[:, 1] = np.clip(poses[:, 1], -40, 40)
     poses[:, 2] = np.clip(poses[:, 2], -35, 35)
-    translation = waves[:, 3:5]
+    translation = waves[:, 3:5] + t[:, None] * motion.drift_velocity[None]
     zoom = 1.0 + waves[:, 5]
     slow = motion.slow_amp[None] * np.sin(2 * np.pi * motion.slow_freq[None] * t[:, None] + motion.slow_phase[None])
     idn, seed = motion.identity, motion.seed
@@ -204,12 +226,14 @@ def render_sequence_full(
     motion_scale: float = 1.0,
     start_time: float = 0.0,
     supersample: int = 1,
+    drift: float = 0.0,
+    drift_angle: float = 180.0,
 ) -> dict[str, np.ndarray]:
     """Like :func:`render_sequence` but returns a dict with everything (visibility, times, ...)."""
     from .render import render_background, render_model
 
     times = frame_times(num_frames, fps, duration, start_time)
-    mo = motion_at(make_motion(identity, seed, motion_scale), times)
+    mo = motion_at(make_motion(identity, seed, motion_scale, drift, drift_angle), times)
     h, w = _as_size(size)
     k = int(supersample)
     background = render_background(identity, (h * k, w * k))
@@ -245,18 +269,20 @@ def render_sequence(
     motion_scale: float = 1.0,
     start_time: float = 0.0,
     supersample: int = 1,
+    drift: float = 0.0,
+    drift_angle: float = 180.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Render a talking, blinking, moving head.
 
     Frame ``i`` shows time ``start_time + i / fps`` of the continuous motion of
-    ``(identity, seed, motion_scale)``. Give ``num_frames`` or ``duration`` (seconds).
+    ``(identity, seed, motion_scale, drift, drift_angle)``. Give ``num_frames`` or ``duration`` (seconds).
 
     Returns ``frames`` float32 (T, H, W, 3), ``landmarks`` float32 (T, 68, 2), ``poses`` float32
     (T, 3) (yaw, pitch, roll in degrees) and ``expressions`` float32 (T, 7) (``EXPRESSION_FIELDS``).
     """
     out = render_sequence_full(
         identity, num_frames, fps, seed=seed, duration=duration, size=size, motion_scale=motion_scale,
-        start_time=start_time, supersample=supersample,
+        start_time=start_time, supersample=supersample, drift=drift, drift_angle=drift_angle,
     )
     return out["frames"], out["landmarks"], out["poses"], out["expressions"]
 

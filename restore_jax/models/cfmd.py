@@ -95,6 +95,17 @@ def downsample_nearest(x: jax.Array) -> jax.Array:
     return x[:, ::2, ::2]
 
 
+def resize_bilinear(x: jax.Array, height: int, width: int) -> jax.Array:
+    """Bilinear resize of ``x [B, H, W, C]`` with half-pixel centres and no antialiasing, in float32.
+
+    This is PyTorch's ``F.interpolate(x, size, mode='bilinear', align_corners=False)``, the way the
+    MIMO-UNet code makes its multi-scale labels (x1/2: the mean of each 2x2 block; x1/4: the mean of
+    the central 2x2 of each 4x4 block).
+    """
+    b, _, _, c = x.shape
+    return jax.image.resize(x.astype(jnp.float32), (b, height, width, c), "linear", antialias=False)
+
+
 def upsample_nearest(x: jax.Array, factor: int) -> jax.Array:
     """Integer nearest-neighbour upsampling (PyTorch ``F.interpolate(scale_factor=factor)``)."""
     return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
@@ -141,6 +152,13 @@ class CFMDGeneratorConfig:
         convolutions inside a while loop far slower (one ContAda block without CADC at 8x64x64x16,
         forward + backward: 23 ms CPU time alone, ~750 ms as a 1-step scan); compile time then
         grows with ``blocks_per_stage``.
+      input_pyramid: how the x1/2 and x1/4 inputs (SCM inputs and the outputs' skip) are made:
+        ``'nearest'`` (MIMO-UNet: PyTorch's default ``F.interpolate``) or ``'bilinear'`` (the same
+        resize as the multi-scale labels, so a network that outputs nothing reproduces the blurred
+        input at every scale; an engineering option for short runs, not the paper's).
+      zero_init_outputs: zero the three output convolutions, so training starts exactly at the
+        blurred input (with ``input_pyramid='bilinear'``) instead of input + random noise. An
+        engineering option for short runs (as ``baseline_sr``'s residual start), off in ``paper``.
     """
 
     widths: tuple[int, int, int] = (32, 64, 128)
@@ -155,6 +173,8 @@ class CFMDGeneratorConfig:
     remat_blocks: bool = False
     pad_mode: str = "edge"
     unroll_blocks: bool = False
+    input_pyramid: str = "nearest"
+    zero_init_outputs: bool = False
 
     def __post_init__(self):
         if len(self.widths) != 3 or any(c < 8 or c % 4 for c in self.widths):
@@ -167,6 +187,8 @@ class CFMDGeneratorConfig:
                 f"need blocks_per_stage >= 0 and mapping_layers >= 1, got {self.blocks_per_stage}, "
                 f"{self.mapping_layers}"
             )
+        if self.input_pyramid not in ("nearest", "bilinear"):
+            raise ValueError(f"input_pyramid must be 'nearest' or 'bilinear', got {self.input_pyramid!r}")
         if self.pad_mode not in ("edge", "reflect"):
             raise ValueError(f"pad_mode must be 'edge' or 'reflect', got {self.pad_mode!r}")
 
@@ -374,6 +396,10 @@ class CFMDGenerator(nnx.Module):
         self.fuse1 = _conv(2 * c1, c1, 1, rngs)
         self.db3 = ContAdaStage(c1, n, config, rngs=rngs)
         self.out1 = _conv(c1, 3, 3, rngs)
+        if config.zero_init_outputs:
+            for conv in (self.out4, self.out2, self.out1):
+                conv.kernel.set_value(jnp.zeros_like(conv.kernel.get_value()))
+                conv.bias.set_value(jnp.zeros_like(conv.bias.get_value()))
 
     def control(self, u: jax.Array) -> jax.Array:
         """The control vector ``u_f [B, control_features]`` of ``G_M``."""
@@ -396,8 +422,13 @@ class CFMDGenerator(nnx.Module):
         relu = jax.nn.relu
         control = self.control(u)
 
-        x2 = downsample_nearest(x)
-        x4 = downsample_nearest(x2)
+        if self.config.input_pyramid == "bilinear":
+            hp, wp = x.shape[1:3]
+            x2 = resize_bilinear(x, hp // 2, wp // 2).astype(x.dtype)
+            x4 = resize_bilinear(x, hp // 4, wp // 4).astype(x.dtype)
+        else:
+            x2 = downsample_nearest(x)
+            x4 = downsample_nearest(x2)
         z2 = self.scm2(x2)
         z4 = self.scm4(x4)
 

@@ -43,6 +43,7 @@ from restore_jax.models.cfmd import (
     CFMDDiscriminatorConfig,
     CFMDGenerator,
     CFMDGeneratorConfig,
+    resize_bilinear,
 )
 from restore_jax.train.errors import ConfigError
 from restore_jax.train.recipe import Recipe
@@ -57,16 +58,6 @@ FIXED_U = 0.5  # the plain baseline's (and the default) control value
 
 # --------------------------------------------------------------------------------------------
 # Loss terms (pure functions, float32 reductions; tested against NumPy re-statements).
-
-
-def resize_bilinear(x: jax.Array, height: int, width: int) -> jax.Array:
-    """Bilinear resize of ``x [B, H, W, C]`` with half-pixel centres and no antialiasing.
-
-    This is PyTorch's ``F.interpolate(x, size, mode='bilinear', align_corners=False)``, the way the
-    MIMO-UNet code makes its multi-scale labels (for a ×½ resize: the mean of each 2×2 block).
-    """
-    b, _, _, c = x.shape
-    return jax.image.resize(x.astype(jnp.float32), (b, height, width, c), "linear", antialias=False)
 
 
 def multiscale_charbonnier(outputs: Sequence[jax.Array], target: jax.Array, eps: float = 1e-3) -> jax.Array:
@@ -139,6 +130,8 @@ def generator_config(m) -> CFMDGeneratorConfig:
         attention_reduction=int(m.attention_reduction),
         remat_blocks=bool(m.remat_blocks),
         unroll_blocks=bool(m.get("unroll_blocks", False)),
+        input_pyramid=str(m.get("input_pyramid", "nearest")),
+        zero_init_outputs=bool(m.get("zero_init_outputs", False)),
     )
 
 
