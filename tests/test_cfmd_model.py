@@ -49,6 +49,7 @@ from restore_jax.models.cfmd import (
 )
 from restore_jax.nn.attention import ChannelAttention
 from restore_jax.nn.spectral_norm import SpectralNorm, SpectralState
+from torch_refs import nnx_param_names
 
 TINY = CFMDGeneratorConfig(widths=(8, 16, 32), blocks_per_stage=2, mapping_width=16, control_features=8)
 ATOL = 1e-4
@@ -60,17 +61,12 @@ torch.set_num_threads(1)
 # ----------------------------------------------------------------------------------------------
 
 
-def _names(path) -> tuple[str, ...]:
-    names = tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-    return names[:-1] if names and names[-1] == "value" else names
-
-
 def _random_params(abstract_params, seed: int):
     """Kernels ~ N(0, 1/fan_in), biases ~ N(0, 0.1^2); offset/mask convs ~4x larger (offsets ~1 px)."""
     rng = np.random.default_rng(seed)
 
     def draw(path, leaf):
-        names = _names(path)
+        names = nnx_param_names(path)
         noise = rng.standard_normal(leaf.shape).astype(np.float32)
         big = "conv_offset_mask" in names
         if names[-1] == "kernel":  # [kh, kw, in, out] or [in, out], stacked on a leading axis in a stage

@@ -56,6 +56,7 @@ from torch_refs.cfmd_torch import (
     sync_spectral_v,
     transplant_from_nnx,
 )
+from torch_refs import nnx_param_names
 
 # attention_reduction 2 (paper: 16): at these widths r = 16 leaves a single hidden CACA unit, often dead
 G_CFG = CFMDGeneratorConfig(widths=(8, 16, 32), blocks_per_stage=2, mapping_width=16, control_features=8,
@@ -79,11 +80,6 @@ torch.set_num_threads(1)
 # ----------------------------------------------------------------------------------------------
 
 
-def _names(path) -> tuple[str, ...]:
-    names = tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-    return names[:-1] if names and names[-1] == "value" else names
-
-
 def _random_params(abstract, seed: int):
     """Kernels ~ N(0, g^2/fan_in) (g = sqrt(2) in the LeakyReLU mapping MLP, 4 in the offset/mask convs),
     biases ~ N(0, 0.1^2) (N(0, 0.5^2) in the offset/mask convs, N(0.5, 0.1^2) in the CACA squeeze layers),
@@ -91,7 +87,7 @@ def _random_params(abstract, seed: int):
     rng = np.random.default_rng(seed)
 
     def draw(path, leaf):
-        names = _names(path)
+        names = nnx_param_names(path)
         noise = rng.standard_normal(leaf.shape).astype(np.float32)
         offsets = "conv_offset_mask" in names
         if names[-1] == "kernel":
@@ -138,7 +134,7 @@ def _max_err(got: np.ndarray, want: np.ndarray) -> float:
 
 def _u_by_name(d_nnx) -> dict[str, np.ndarray]:
     """``{torch module name: u}`` of the NNX discriminator (torch names from the transplant links)."""
-    flat = {_names(p): np.asarray(v[...]) for p, v in nnx.to_flat_state(nnx.state(d_nnx, SpectralState))}
+    flat = {nnx_param_names(p): np.asarray(v[...]) for p, v in nnx.to_flat_state(nnx.state(d_nnx, SpectralState))}
     return {t[: -len(".weight_u")]: flat[n] for t, n, _, _ in discriminator_links(D_CFG) if t.endswith("weight_u")}
 
 
@@ -276,7 +272,7 @@ def test_generator_gradients_match_torch_float64(generators):
             return sum(jnp.sum(o * q) for o, q in zip(outs, proj))
 
         value, (g_p, g_x, g_u) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(p64, x, u)
-        flat = {_names(k): np.asarray(g) for k, g in jax.tree_util.tree_flatten_with_path(g_p)[0]}
+        flat = {nnx_param_names(k): np.asarray(g) for k, g in jax.tree_util.tree_flatten_with_path(g_p)[0]}
         g_x, g_u = np.asarray(g_x), np.asarray(g_u)
     assert all(g.dtype == np.float64 for g in flat.values())
 
@@ -364,7 +360,7 @@ def test_discriminator_gradients_match_torch_float64(discriminators):
             return sum(jnp.sum(o * q) for o, q in zip(out, proj))
 
         value, (g_p, g_b, g_s) = jax.jit(jax.value_and_grad(loss, argnums=(0, 2, 3)))(p64, sn, blurred, image)
-        flat = {_names(k): np.asarray(g) for k, g in jax.tree_util.tree_flatten_with_path(g_p)[0]}
+        flat = {nnx_param_names(k): np.asarray(g) for k, g in jax.tree_util.tree_flatten_with_path(g_p)[0]}
         g_b, g_s = np.asarray(g_b), np.asarray(g_s)
 
     ref = copy.deepcopy(ref32).double().train()

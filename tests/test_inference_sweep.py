@@ -216,7 +216,8 @@ def test_cli_frames_sweep_outputs(workdir, reference, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["u_00.png", "u_01.png", "u_02.png", "u_03.png"]
     assert cli.main(base + ["--frames", "4", "--fps", "5", str(src), str(tmp_path / "s.gif")]) == 0
     with Image.open(tmp_path / "s.gif") as im:
-        assert im.n_frames == 4 and im.size == (24, 16) and im.info["duration"] == 200  # GIF stores centiseconds
+        # the playback rate written into the file (GIF keeps a per-frame delay in ms, 10 ms resolution)
+        assert im.n_frames == 4 and im.size == (24, 16) and 1000 / im.info["duration"] == 5
     assert cli.main(base + ["--frames", "5", "--fps", "12", str(src), str(tmp_path / "s.mp4")]) == 0
     info = probe_video(tmp_path / "s.mp4")
     assert info.num_frames == 5 and info.fps == pytest.approx(12.0) and (info.height, info.width) == (16, 24)

@@ -24,6 +24,7 @@ from flax import nnx
 
 from restore_jax.models.zsm import ZoomingSlowMo, ZSMConfig, count_params
 from torch_refs.zsm_torch import DCNSep, ZSMTorch, parameter_links, transplant_from_nnx
+from torch_refs import nnx_param_names
 
 PAPER_PARAMS = 11_102_771  # seed_001 §A.3 item 6 / peer_implementations §1.1 (computed, = 11.10 M)
 TINY = ZSMConfig(nf=16, groups=2, front_blocks=1, back_blocks=2, gfi=True, gfi_blocks=2)
@@ -75,7 +76,7 @@ def _random_params(abstract_params: nnx.State, seed: int) -> nnx.State:
     rng = np.random.default_rng(seed)
 
     def draw(path, leaf):
-        names = _nnx_param_path(path)
+        names = nnx_param_names(path)
         noise = rng.standard_normal(leaf.shape).astype(np.float32)
         offset_conv = "conv_offset_mask" in names
         if names[-1] == "kernel":  # [..., kh, kw, cin, cout], possibly stacked on a leading block axis
@@ -85,12 +86,6 @@ def _random_params(abstract_params: nnx.State, seed: int) -> nnx.State:
         return jnp.asarray(noise * (0.5 if offset_conv else 0.1))
 
     return jax.tree_util.tree_map_with_path(draw, abstract_params)
-
-
-def _nnx_param_path(path) -> tuple:
-    """Key path of an ``nnx.State`` leaf as a tuple of names, without the trailing ``value``."""
-    names = tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-    return names[:-1] if names and names[-1] == "value" else names
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +159,7 @@ def jax_grads_f64(models):
         for seed in range(GRAD_DRAWS):
             frames = _frames(shape, seed=30 + seed).astype(np.float64)
             value, grads = grad_fn(p64, frames)
-            flat = {_nnx_param_path(k): np.asarray(g) for k, g in jax.tree_util.tree_flatten_with_path(grads)[0]}
+            flat = {nnx_param_names(k): np.asarray(g) for k, g in jax.tree_util.tree_flatten_with_path(grads)[0]}
             assert all(g.dtype == np.float64 for g in flat.values())
             draws.append(dict(frames=frames, value=float(value), grads=flat))
     return dict(proj=proj, draws=draws)
