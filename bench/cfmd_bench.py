@@ -11,11 +11,11 @@ Both sides run the same step from the same weights and batch:
    PyTorch's bilinear x0.5) + ``0.1 *`` non-saturating BCE of both D heads + ``0.05 *`` Q regression
    (+ ``0.01 *`` LPIPS with ``--lpips alex|vgg``); Adam (1e-4, 0.9, 0.999 for both, spec §A5).
 
-JAX: ``restore_jax.models.cfmd`` under one ``jax.jit`` with G/D parameters, the spectral-norm ``u``
+JAX: ``restore_jax.methods.cfmd.model`` under one ``jax.jit`` with G/D parameters, the spectral-norm ``u``
 vectors and both optimiser states donated; G's backward pass is a ``jax.vjp`` pulled back after the D
 update, so G runs forward once per step, as in PyTorch. ``--dtypes bfloat16`` casts parameters and
 images to bf16 inside the step (float32 master weights, losses in float32; default on GPU).
-PyTorch: ``tests/torch_refs/cfmd_torch.py`` (torchvision ``deform_conv2d``, ``torch.nn.utils.spectral_norm``)
+PyTorch: ``restore_jax/methods/cfmd/torch_ref.py`` (torchvision ``deform_conv2d``, ``torch.nn.utils.spectral_norm``)
 with ``torch.optim.Adam``, eager, float32 (plus ``torch.autocast`` bf16 for a bf16 request on CUDA).
 The first-step D and G losses of both are recorded as a cross-check.
 
@@ -155,7 +155,7 @@ def numpy_init(abstract_state, *, seed: int, orthogonal: bool):
     stacked axis is not part of fan_in), zero offset/mask convs and DCN bias, He-uniform kernels in
     the mapping MLP; with ``orthogonal`` (discriminator) orthogonal kernels and zero biases; spectral
     norm ``u`` vectors random unit. Same distributions as the initialisers in
-    ``restore_jax.models.cfmd`` / ``restore_jax.nn`` (only the draws differ), in seconds.
+    ``restore_jax.methods.cfmd.model`` / ``restore_jax.nn`` (only the draws differ), in seconds.
     """
     import jax
     import jax.numpy as jnp
@@ -250,7 +250,7 @@ def main(argv=None) -> None:  # noqa: C901 - one linear script
     from bench.common import machine_info, median, print_table, time_fn, write_results
     from restore_jax.losses.adversarial import ns_d_loss, ns_g_loss
     from restore_jax.losses.pixel import charbonnier_loss
-    from restore_jax.models.cfmd import (
+    from restore_jax.methods.cfmd.model import (
         CFMDDiscriminator,
         CFMDDiscriminatorConfig,
         CFMDGenerator,
@@ -263,7 +263,7 @@ def main(argv=None) -> None:  # noqa: C901 - one linear script
         import torch
         import torch.nn.functional as F
 
-        from torch_refs.cfmd_torch import (
+        from restore_jax.methods.cfmd.torch_ref import (
             CFMDDiscriminatorTorch,
             CFMDGeneratorTorch,
             sync_spectral_v,

@@ -69,7 +69,7 @@ def load_model(spec: str, workdir: str):
 def held_out_windows(config, n: int, count: int, batch: int = 8):
     """``count`` held-out synthetic windows of ``n`` frames (FMR order, whole face box, eval seed)."""
     from input_pipelines.pipeline import build_eval
-    from restore_jax.models.cfmd_eval import _eval_data_config, eval_sets
+    from restore_jax.methods.cfmd.eval import _eval_data_config, eval_sets
 
     settings = config.eval.cfmd_s2v
     sources = dict(eval_sets(config, settings))
@@ -88,7 +88,7 @@ def held_out_windows(config, n: int, count: int, batch: int = 8):
 def landmark_eye_x(images: np.ndarray) -> np.ndarray | None:
     """Left-eye x (mean of iBUG points 42-47, 0-based pixel centres) from the face-api landmark net,
     or ``None`` when its weights are absent."""
-    from input_pipelines.cfmd_data import face_api_available
+    from restore_jax.methods.cfmd.data import face_api_available
 
     if not face_api_available():
         return None

@@ -1,7 +1,7 @@
 """Benchmark Zooming Slow-Mo: training throughput and video inference, JAX vs the PyTorch re-statement.
 
 Two parts, both with the same weights on both sides (transplanted from the NNX model into
-``tests/torch_refs/zsm_torch.py``, torchvision's ``deform_conv2d``) and the same inputs:
+``restore_jax/methods/zsm/torch_ref.py``, torchvision's ``deform_conv2d``) and the same inputs:
 
 - ``train``: one batch of ``--batch`` clips, 4 LR frames of ``--lr-size`` squared (7 HR frames
   out): the forward pass with the loss (``forward_s``), and one training step = forward + backward +
@@ -92,14 +92,14 @@ def main(argv=None) -> None:
     from flax import nnx
 
     from bench.common import machine_info, median, print_table, time_fn, write_results
-    from restore_jax.models.zsm import ZoomingSlowMo, ZSMConfig, count_params
+    from restore_jax.methods.zsm.model import ZoomingSlowMo, ZSMConfig, count_params
 
     torch = None
     if not args.no_torch:
         try:
             import torch
 
-            from torch_refs.zsm_torch import ZSMTorch, transplant_from_nnx
+            from restore_jax.methods.zsm.torch_ref import ZSMTorch, transplant_from_nnx
         except ImportError as exc:  # torch is a dev dependency
             raise SystemExit(f"PyTorch reference unavailable ({exc}); install the dev extras or pass --no-torch")
 

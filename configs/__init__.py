@@ -1,1 +1,5 @@
-"""Method configs: `get_config(arg)` per method file; shared machinery in `common.py`."""
+"""Method configs: ``get_config(arg)`` presets per method file (``configs/<id>.py``).
+
+Installed as ``restore_jax.configs`` (``setup.py`` maps this folder), so ``--config <id>:<preset>``
+works from any working directory; each file imports only ``restore_jax.config``.
+"""

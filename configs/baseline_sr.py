@@ -16,16 +16,13 @@ Extra argument knobs: ``steps=N`` overrides the step count (e.g. ``:demo,steps=1
 
 from __future__ import annotations
 
-from configs import common
-from restore_jax.train.evaluation import sr_psnr_ssim_config
+from restore_jax import config as rc
 
 PRESETS = ("paper", "small", "demo", "ci")
 
 
 def _data_config(*, image_size: int, hr_size: int, scale: int, num_train: int, num_val: int, workers: int):
-    import input_pipelines.config as data_config  # the data package's schema
-
-    d = data_config.default_data_config("sr_pair")
+    d = rc.data_config("sr_pair")
     d.source.kwargs.size = image_size
     d.source.kwargs.num_examples = num_train
     d.source.splits.val.num_examples = num_val
@@ -37,13 +34,13 @@ def _data_config(*, image_size: int, hr_size: int, scale: int, num_train: int, n
 
 
 def get_config(arg: str | None = None):
-    a = common.parse_arg(arg, presets=PRESETS, default="demo", steps=0)
-    c = common.base_config()
+    a = rc.parse_arg(arg, presets=PRESETS, default="demo", steps=0)
+    c = rc.base_config()
     c.method = "baseline_sr"
     c.seed = 0
     c.preset = a.preset
 
-    c.model = common.ml_collections.ConfigDict()
+    c.model = rc.ConfigDict()
     c.model.scale = 4
     c.model.channels = 32
     c.model.num_blocks = 8
@@ -52,12 +49,12 @@ def get_config(arg: str | None = None):
     c.model.input_key = "lr"
     c.model.target_key = "hr"
 
-    c.loss = common.ml_collections.ConfigDict()
+    c.loss = rc.ConfigDict()
     c.loss.kind = "charbonnier"
     c.loss.eps = 1e-3
 
     c.eval.protocols = ("sr_psnr_ssim",)
-    c.eval.sr_psnr_ssim = sr_psnr_ssim_config()
+    c.eval.sr_psnr_ssim = rc.ConfigDict()  # settings that differ from the protocol's defaults
 
     if a.preset == "paper":
         c.model.channels, c.model.num_blocks = 64, 16
@@ -65,7 +62,7 @@ def get_config(arg: str | None = None):
         c.data = _data_config(image_size=256, hr_size=192, scale=4, num_train=100_000, num_val=100, workers=8)
         c.train.num_steps = 300_000
         c.train.global_batch_size = 16
-        c.optim = common.optim_config(
+        c.optim = rc.optim_config(
             lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, schedule="exponential", decay_rate=0.5, steps_per_epoch=200_000
         )
         c.train.ema_decay = 0.999
@@ -79,7 +76,7 @@ def get_config(arg: str | None = None):
         c.data = _data_config(image_size=128, hr_size=96, scale=4, num_train=20_000, num_val=100, workers=4)
         c.train.num_steps = 20_000
         c.train.global_batch_size = 32
-        c.optim = common.optim_config(lr=5e-4, schedule="cosine", warmup_steps=500, min_lr_ratio=0.01, grad_clip_norm=1.0)
+        c.optim = rc.optim_config(lr=5e-4, schedule="cosine", warmup_steps=500, min_lr_ratio=0.01, grad_clip_norm=1.0)
         c.train.ema_decay = 0.999
         c.checkpoint.every_steps = 2000
         c.checkpoint.best_metric = "synthetic/psnr"
@@ -90,7 +87,7 @@ def get_config(arg: str | None = None):
         c.data = _data_config(image_size=64, hr_size=64, scale=4, num_train=2000, num_val=100, workers=0)
         c.train.num_steps = 600
         c.train.global_batch_size = 16
-        c.optim = common.optim_config(lr=1e-3, schedule="cosine", warmup_steps=30, min_lr_ratio=0.05, grad_clip_norm=1.0)
+        c.optim = rc.optim_config(lr=1e-3, schedule="cosine", warmup_steps=30, min_lr_ratio=0.05, grad_clip_norm=1.0)
         c.train.ema_decay = 0.99
         c.checkpoint.every_steps = 200
         c.log.every_steps = 25
@@ -101,7 +98,7 @@ def get_config(arg: str | None = None):
         c.data = _data_config(image_size=32, hr_size=32, scale=4, num_train=64, num_val=16, workers=0)
         c.train.num_steps = 6
         c.train.global_batch_size = 8
-        c.optim = common.optim_config(lr=1e-3, schedule="cosine", warmup_steps=2)
+        c.optim = rc.optim_config(lr=1e-3, schedule="cosine", warmup_steps=2)
         c.train.ema_decay = 0.9
         c.checkpoint.every_steps = 3
         c.log.every_steps = 2

@@ -28,14 +28,10 @@ Charbonnier (+LPIPS) against the middle re-ordered frame); ``face_video=False`` 
 
 from __future__ import annotations
 
-import pathlib
-
-from configs import common
-from restore_jax.models.cfmd_eval import cfmd_eval_config
+from restore_jax import config as rc
 
 PRESETS = ("paper", "small", "ci")
 ABLATIONS = ("none", "no_cadc", "no_caca", "no_fmr")
-_FACE_VIDEO_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "face_video"
 
 
 def _synthetic_source(
@@ -61,13 +57,10 @@ def _synthetic_source(
 
 
 def _data_config(source: dict, *, crop: int, workers: int, scale_range=(1.0, 1.5)):
-    import input_pipelines.cfmd_data  # noqa: F401  (registers the cfmd sources and builder)
-    import input_pipelines.config as data_config
-
-    d = data_config.default_data_config("frame_average_blur")
-    d.source = common.ml_collections.ConfigDict(source)
+    d = rc.data_config("frame_average_blur")
+    d.source = rc.ConfigDict(source)
     d.builder.name = "cfmd_blur"
-    d.builder.kwargs = common.ml_collections.ConfigDict(
+    d.builder.kwargs = rc.ConfigDict(
         {
             "num_frames": [5, 7, 9, 11, 13],
             "crop_size": crop,
@@ -83,15 +76,15 @@ def _data_config(source: dict, *, crop: int, workers: int, scale_range=(1.0, 1.5
 
 
 def get_config(arg: str | None = None):
-    a = common.parse_arg(arg, presets=PRESETS, default="small", steps=0, ablation="none", plain=False, face_video=True, vw300="")
+    a = rc.parse_arg(arg, presets=PRESETS, default="small", steps=0, ablation="none", plain=False, face_video=True, vw300="")
     if a.ablation not in ABLATIONS:
-        raise common.ConfigError(f"unknown ablation {a.ablation!r}; choose one of {', '.join(ABLATIONS)}")
-    c = common.base_config()
+        raise rc.ConfigError(f"unknown ablation {a.ablation!r}; choose one of {', '.join(ABLATIONS)}")
+    c = rc.base_config()
     c.method = "cfmd"
     c.seed = 0
     c.preset = a.preset
 
-    m = c.model = common.ml_collections.ConfigDict()
+    m = c.model = rc.ConfigDict()
     m.widths = (32, 64, 128)
     m.blocks_per_stage = 8
     m.mapping_layers = 8
@@ -114,7 +107,7 @@ def get_config(arg: str | None = None):
     m.target_key = "target"
     m.control_key = "u_target"
 
-    lo = c.loss = common.ml_collections.ConfigDict()
+    lo = c.loss = rc.ConfigDict()
     lo.charbonnier_eps = 1e-3
     lo.pixel_weight = 1.0
     lo.perceptual_weight = 0.01
@@ -129,8 +122,9 @@ def get_config(arg: str | None = None):
     c.gan.g_every = 1
 
     c.eval.protocols = ("cfmd_s2s", "cfmd_s2v")
-    c.eval.cfmd_s2s = cfmd_eval_config()
-    c.eval.cfmd_s2v = cfmd_eval_config()
+    # settings that differ from the protocols' defaults (restore_jax/methods/cfmd/eval.py)
+    c.eval.cfmd_s2s = rc.ConfigDict()
+    c.eval.cfmd_s2v = rc.ConfigDict()
 
     if a.preset == "paper":
         source = (
@@ -141,8 +135,8 @@ def get_config(arg: str | None = None):
         c.data = _data_config(source, crop=256, workers=8)
         c.train.num_steps = 300_000
         c.train.global_batch_size = 8
-        c.optim = common.optim_config(lr=1e-4, b1=0.9, b2=0.999, schedule="exponential", decay_rate=0.99, steps_per_epoch=1500)
-        c.optim_D = common.optim_config(lr=1e-4, b1=0.9, b2=0.999, schedule="exponential", decay_rate=0.99, steps_per_epoch=1500)
+        c.optim = rc.optim_config(lr=1e-4, b1=0.9, b2=0.999, schedule="exponential", decay_rate=0.99, steps_per_epoch=1500)
+        c.optim_D = rc.optim_config(lr=1e-4, b1=0.9, b2=0.999, schedule="exponential", decay_rate=0.99, steps_per_epoch=1500)
         c.train.ema_decay = 0.0  # the paper keeps no EMA
         c.checkpoint.every_steps = 7500
         c.checkpoint.best_metric = "s2s/synthetic_faces/psnr" if not a.vw300 else "s2s/vw300/psnr"
@@ -157,9 +151,9 @@ def get_config(arg: str | None = None):
         m.input_pyramid, m.zero_init_outputs = "bilinear", True
         m.d_base_features, m.d_channel_multipliers = 16, (1, 2, 4, 8)
         parts = [dict(_synthetic_source(96, 4000, 48, motion_scale=1.0, drift=1.5, drift_angle=20.0), repeat=1)]
-        if a.face_video and _FACE_VIDEO_DIR.is_dir():
+        if a.face_video and rc.shared_data("face_video").is_dir():
             parts.append(
-                {"name": "face_video", "kwargs": {"paths": str(_FACE_VIDEO_DIR), "window": 13, "stride": 1}, "splits": {}, "repeat": 1}
+                {"name": "face_video", "kwargs": {"paths": str(rc.shared_data("face_video")), "window": 13, "stride": 1}, "splits": {}, "repeat": 1}
             )
         source = {"name": "mixture", "kwargs": {"parts": parts}, "splits": {}} if len(parts) > 1 else parts[0]
         if len(parts) == 1:
@@ -170,8 +164,8 @@ def get_config(arg: str | None = None):
         # A 1,500-step run keeps D near chance, so its gradient is mostly noise; at the paper's
         # 0.1 / 0.05 it drowned the pixel term and the generator never left the blurred input.
         lo.adversarial_weight, lo.regression_weight = 0.005, 0.005
-        c.optim = common.optim_config(lr=5e-4, b1=0.9, b2=0.999)
-        c.optim_D = common.optim_config(lr=2e-4, b1=0.9, b2=0.999)
+        c.optim = rc.optim_config(lr=5e-4, b1=0.9, b2=0.999)
+        c.optim_D = rc.optim_config(lr=2e-4, b1=0.9, b2=0.999)
         c.train.ema_decay = 0.995
         c.checkpoint.every_steps = 250
         c.checkpoint.best_metric = ""
@@ -189,8 +183,8 @@ def get_config(arg: str | None = None):
         c.data = _data_config(_synthetic_source(48, 32, 8), crop=32, workers=0)
         c.train.num_steps = 4
         c.train.global_batch_size = 8
-        c.optim = common.optim_config(lr=1e-3)
-        c.optim_D = common.optim_config(lr=1e-3)
+        c.optim = rc.optim_config(lr=1e-3)
+        c.optim_D = rc.optim_config(lr=1e-3)
         c.train.ema_decay = 0.5
         c.checkpoint.every_steps = 2
         c.checkpoint.async_save = False

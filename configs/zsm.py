@@ -33,15 +33,11 @@ feature interpolation losses).
 
 from __future__ import annotations
 
-import pathlib
-
-from configs import common
-from restore_jax.models.zsm_eval import vid4_config, vimeo_septuplet_config
+from restore_jax import config as rc
 
 PRESETS = ("paper", "small", "ci")
 DEGRADATIONS = ("clean", "noisy", "jpeg")
 DATA = ("faces", "synthetic", "vimeo")
-_SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FACE_VIDEO_TRAIN = ("d3.mp4", "d11.mp4", "d12.mp4")
 FACE_VIDEO_HELD_OUT = ("d18.mp4", "d0.mp4")
 VID4_CLIPS = ("data/Vid4/calendar", "data/Vid4/city", "data/Vid4/foliage", "data/Vid4/walk")
@@ -56,12 +52,12 @@ def degradation_chain(kind: str, scale: int = 4) -> list:
         return [down, ("mixed_noise", {"sigma": 25.5, "amount": 0.1})]
     if kind == "jpeg":  # seed_001 §A.2: QF 10-40 (one draw per clip)
         return [down, ("jpeg", {"quality": (10, 40), "per_frame": False})]
-    raise common.ConfigError(f"unknown degradation {kind!r}; choose one of {', '.join(DEGRADATIONS)}")
+    raise rc.ConfigError(f"unknown degradation {kind!r}; choose one of {', '.join(DEGRADATIONS)}")
 
 
 def _source(kind: str, *, size: int, num_train: int, num_val: int) -> dict:
     if kind == "faces":
-        videos = _SHARED_DATA / "face_video"
+        videos = rc.shared_data("face_video")
         return {
             "name": "video",
             "kwargs": {"paths": [str(videos / f) for f in FACE_VIDEO_TRAIN], "window": 7, "stride": 1},
@@ -82,15 +78,13 @@ def _source(kind: str, *, size: int, num_train: int, num_val: int) -> dict:
             "kwargs": {"root": "data/vimeo_septuplet", "num_frames": 7},
             "splits": {"val": {"split": "test"}, "test": {"split": "test"}},
         }
-    raise common.ConfigError(f"unknown data {kind!r}; choose one of {', '.join(DATA)}")
+    raise rc.ConfigError(f"unknown data {kind!r}; choose one of {', '.join(DATA)}")
 
 
 def _data_config(source: dict, *, hr_size: int, degradation: str, workers: int):
-    import input_pipelines.config as data_config
-
-    d = data_config.default_data_config("septuplet")
-    d.source = common.ml_collections.ConfigDict(source)
-    d.builder.kwargs = common.ml_collections.ConfigDict(
+    d = rc.data_config("septuplet")
+    d.source = rc.ConfigDict(source)
+    d.builder.kwargs = rc.ConfigDict(
         {
             "hr_size": hr_size,
             "scale": 4,
@@ -107,15 +101,15 @@ def _data_config(source: dict, *, hr_size: int, degradation: str, workers: int):
 
 
 def get_config(arg: str | None = None):
-    a = common.parse_arg(arg, presets=PRESETS, default="small", steps=0, degradation="clean", data="", gfi=False)
+    a = rc.parse_arg(arg, presets=PRESETS, default="small", steps=0, degradation="clean", data="", gfi=False)
     if a.degradation not in DEGRADATIONS:
-        raise common.ConfigError(f"unknown degradation {a.degradation!r}; choose one of {', '.join(DEGRADATIONS)}")
-    c = common.base_config()
+        raise rc.ConfigError(f"unknown degradation {a.degradation!r}; choose one of {', '.join(DEGRADATIONS)}")
+    c = rc.base_config()
     c.method = "zsm"
     c.seed = 0
     c.preset = a.preset
 
-    c.model = common.ml_collections.ConfigDict()
+    c.model = rc.ConfigDict()
     c.model.nf = 64
     c.model.groups = 8
     c.model.front_blocks = 5
@@ -129,7 +123,7 @@ def get_config(arg: str | None = None):
     c.model.input_key = "lr"
     c.model.target_key = "hr"
 
-    c.loss = common.ml_collections.ConfigDict()
+    c.loss = rc.ConfigDict()
     c.loss.eps = 1e-3  # Charbonnier sqrt(d^2 + eps^2): 1e-6 inside the root, as the reference
     c.loss.reduction = "sum"  # the reference sums over batch, frames, pixels; 'mean' averages
     c.loss.pixel_weight = 1.0
@@ -137,8 +131,9 @@ def get_config(arg: str | None = None):
     c.loss.gfi_second_weight = 1.0
 
     c.eval.protocols = ("vid4", "vimeo_septuplet")
-    c.eval.vid4 = vid4_config()
-    c.eval.vimeo_septuplet = vimeo_septuplet_config()
+    # settings that differ from the protocols' defaults (restore_jax/methods/zsm/eval.py)
+    c.eval.vid4 = rc.ConfigDict()
+    c.eval.vimeo_septuplet = rc.ConfigDict()
 
     if a.preset == "paper":
         data = a.data or "vimeo"
@@ -147,7 +142,7 @@ def get_config(arg: str | None = None):
                               degradation=a.degradation, workers=8)
         c.train.num_steps = 600_000
         c.train.global_batch_size = 16  # train_zsm.yml; the thesis reports 24
-        c.optim = common.optim_config(
+        c.optim = rc.optim_config(
             lr=4e-4, b1=0.9, b2=0.99, eps=1e-8, schedule="cosine_restarts",
             restart_periods=(150_000,) * 4, restart_weights=(1.0,) * 4, min_lr_ratio=1e-7 / 4e-4,
         )
@@ -174,7 +169,7 @@ def get_config(arg: str | None = None):
                               degradation=a.degradation, workers=1)
         c.train.num_steps = 1000
         c.train.global_batch_size = 4
-        c.optim = common.optim_config(lr=1e-3, b1=0.9, b2=0.99, schedule="cosine", warmup_steps=50, min_lr_ratio=0.01)
+        c.optim = rc.optim_config(lr=1e-3, b1=0.9, b2=0.99, schedule="cosine", warmup_steps=50, min_lr_ratio=0.01)
         c.train.ema_decay = 0.99
         c.checkpoint.every_steps = 250
         c.checkpoint.best_metric = ""
@@ -192,7 +187,7 @@ def get_config(arg: str | None = None):
                               degradation=a.degradation, workers=0)
         c.train.num_steps = 4
         c.train.global_batch_size = 8
-        c.optim = common.optim_config(lr=4e-4, b1=0.9, b2=0.99, schedule="cosine", warmup_steps=1)
+        c.optim = rc.optim_config(lr=4e-4, b1=0.9, b2=0.99, schedule="cosine", warmup_steps=1)
         c.train.ema_decay = 0.5
         c.checkpoint.every_steps = 2
         c.log.every_steps = 2

@@ -8,7 +8,7 @@ does not pay for Grain/JAX until needed)::
     build_eval(data_config, split, batch_size, *, process_index=None, process_count=None)
     default_data_config(builder="sr_pair") -> ml_collections.ConfigDict
     make_source(config, *, split=None, on_error=None) -> Source
-    BUILDERS / SOURCES registries, write_arrayrecord(source, path, ...)
+    BUILDERS / SOURCES generic tables (a method adds its own via Catalog), write_arrayrecord(source, path, ...)
 
 See ``docs/data.md``.
 """
@@ -20,6 +20,7 @@ from typing import Any
 
 _EXPORTS = {
     "build": "input_pipelines.pipeline",
+    "Catalog": "input_pipelines.pipeline",
     "build_eval": "input_pipelines.pipeline",
     "build_dataset": "input_pipelines.pipeline",
     "build_eval_dataset": "input_pipelines.pipeline",
@@ -27,7 +28,6 @@ _EXPORTS = {
     "restore_iterator_state": "input_pipelines.pipeline",
     "default_data_config": "input_pipelines.config",
     "make_source": "input_pipelines.sources",
-    "register_source": "input_pipelines.sources",
     "SOURCES": "input_pipelines.sources",
     "Source": "input_pipelines.sources",
     "ImageFolderSource": "input_pipelines.sources",
@@ -39,7 +39,6 @@ _EXPORTS = {
     "ArrayRecordSource": "input_pipelines.sources",
     "SyntheticFacesSource": "input_pipelines.sources",
     "BUILDERS": "input_pipelines.builders",
-    "register_builder": "input_pipelines.builders",
     "write_arrayrecord": "input_pipelines.arrayrecord",
     "read_image": "input_pipelines.image_io",
     "ImageReadError": "input_pipelines.image_io",

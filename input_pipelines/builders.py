@@ -715,12 +715,13 @@ BUILDERS: dict[str, BuilderSpec] = {
 }
 
 
-def register_builder(name: str, fn: Callable[..., Example], num_records: int = 1, synthetic_mode: str = "image") -> None:
-    """Add a builder (a module-level function, so pipelines stay picklable)."""
-    BUILDERS[name] = BuilderSpec(fn, num_records, synthetic_mode)
+def get_builder(name: str, builders: Mapping[str, BuilderSpec] | None = None) -> BuilderSpec:
+    """``name`` from ``builders`` (a method's own, ``Method.builders``), else the generic :data:`BUILDERS`.
 
-
-def get_builder(name: str) -> BuilderSpec:
-    if name not in BUILDERS:
-        raise ValueError(f"unknown builder {name!r}; registered builders: {sorted(BUILDERS)}")
-    return BUILDERS[name]
+    A builder is a module-level function, so pipelines stay picklable for worker processes."""
+    table = {**BUILDERS, **(builders or {})}
+    if name not in table:
+        raise ValueError(
+            f"unknown builder {name!r}; known builders: {sorted(table)} (a method adds its own through Method.builders)"
+        )
+    return table[name]

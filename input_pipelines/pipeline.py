@@ -33,16 +33,17 @@ Composite checkpoint as the train state::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grain
 import numpy as np
 
-from input_pipelines.builders import get_builder
+from input_pipelines.builders import BuilderSpec, get_builder
 from input_pipelines.sources import Source, make_source
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "save_iterator_state",
     "restore_iterator_state",
     "BuilderTransform",
+    "Catalog",
     "GroupedSource",
 ]
 
@@ -74,12 +76,11 @@ def _get(cfg: Mapping[str, Any], key: str, default: Any) -> Any:
 class BuilderTransform:
     """Picklable ``(element, rng) -> example`` wrapper around a registered builder."""
 
-    def __init__(self, name: str, kwargs: Mapping[str, Any] | None = None):
+    def __init__(self, name: str, kwargs: Mapping[str, Any] | None = None, builders: Mapping[str, BuilderSpec] | None = None):
         self.name = name
         self.kwargs = dict(kwargs or {})
-        # The function itself travels to worker processes (which start fresh and would not see
-        # builders registered at run time in the main process).
-        self.fn = get_builder(name).fn
+        # The function itself travels to worker processes (pickled by reference to its module).
+        self.fn = get_builder(name, builders).fn
 
     def __call__(self, element: Any, rng: np.random.Generator) -> dict[str, np.ndarray]:
         return self.fn(element, rng, **self.kwargs)
@@ -156,14 +157,24 @@ def _seeds(seed: int, *extra: int) -> tuple[int, int, int]:
     return int(state[0]), int(state[1]), int(state[2])
 
 
-def _source_and_builder(data_config: Mapping[str, Any], split: str, partner_seed: int):
+@dataclasses.dataclass(frozen=True)
+class Catalog:
+    """A method's own sources and builders (``Method.sources`` / ``Method.builders``), looked up
+    before the generic ``SOURCES`` / ``BUILDERS`` tables. Passed explicitly: nothing registers on import."""
+
+    sources: Mapping[str, Callable[..., Source]] = dataclasses.field(default_factory=dict)
+    builders: Mapping[str, BuilderSpec] = dataclasses.field(default_factory=dict)
+
+
+def _source_and_builder(data_config: Mapping[str, Any], split: str, partner_seed: int, catalog: Catalog | None):
+    catalog = catalog or Catalog()
     cfg = _plain(data_config)
-    src = make_source(cfg["source"], split=split, on_error=cfg.get("on_error"))
+    src = make_source(cfg["source"], split=split, on_error=cfg.get("on_error"), sources=catalog.sources)
     bname = cfg["builder"]["name"]
-    spec = get_builder(bname)
+    spec = get_builder(bname, catalog.builders)
     if spec.num_records > 1:
         src = GroupedSource(src, spec.num_records, partner_seed)
-    return cfg, src, BuilderTransform(bname, cfg["builder"].get("kwargs") or {})
+    return cfg, src, BuilderTransform(bname, cfg["builder"].get("kwargs") or {}, catalog.builders)
 
 
 def _ensure_absl_flags_parsed() -> None:
@@ -201,6 +212,7 @@ def build_dataset(
     shuffle: bool = True,
     num_epochs: int | None = None,
     drop_remainder: bool = True,
+    catalog: Catalog | None = None,
 ) -> grain.IterDataset:
     """The training :class:`grain.IterDataset` behind :func:`build` (same arguments)."""
     pi, pc = _process(process_index, process_count)
@@ -212,7 +224,7 @@ def build_dataset(
         raise ValueError(f"num_epochs must be None (forever) or >= 1, got {num_epochs}")
     shuffle_seed, map_seed, partner_seed = _seeds(seed)
     map_seed = _seeds(seed, pi, pc)[1]
-    cfg, src, transform = _source_and_builder(data_config, split, partner_seed)
+    cfg, src, transform = _source_and_builder(data_config, split, partner_seed, catalog)
     ds = grain.MapDataset.source(src)
     n = len(ds)
     if pc > 1:
@@ -241,6 +253,7 @@ def build(
     shuffle: bool = True,
     num_epochs: int | None = None,
     drop_remainder: bool = True,
+    catalog: Catalog | None = None,
 ) -> grain.DatasetIterator:
     """Iterator of **local** batches (``global_batch_size // process_count`` examples each).
 
@@ -263,6 +276,7 @@ def build(
             shuffle=shuffle,
             num_epochs=num_epochs,
             drop_remainder=drop_remainder,
+            catalog=catalog,
         )
     )
 
@@ -274,6 +288,7 @@ def build_eval_dataset(
     *,
     process_index: int | None = None,
     process_count: int | None = None,
+    catalog: Catalog | None = None,
 ) -> grain.IterDataset:
     """The evaluation :class:`grain.IterDataset` behind :func:`build_eval`."""
     pi, pc = _process(process_index, process_count)
@@ -283,7 +298,7 @@ def build_eval_dataset(
     eval_cfg = cfg.get("eval") or {}
     eval_seed = int(_get(eval_cfg, "seed", 0))
     shuffle_seed, map_seed, partner_seed = _seeds(eval_seed)
-    cfg, src, transform = _source_and_builder(cfg, split, partner_seed)
+    cfg, src, transform = _source_and_builder(cfg, split, partner_seed, catalog)
     # Examples are built on the *global* index before sharding: the evaluation set is the same
     # whatever the number of processes.
     ds = grain.MapDataset.source(src).random_map(transform, seed=map_seed)
@@ -307,6 +322,7 @@ def build_eval(
     *,
     process_index: int | None = None,
     process_count: int | None = None,
+    catalog: Catalog | None = None,
 ) -> grain.DatasetIterator:
     """One deterministic pass over ``split`` in order (no shuffle, no repeat) in batches of ``batch_size``.
 
@@ -318,7 +334,9 @@ def build_eval(
     process keeps ``n // process_count`` examples) and there is no ``mask``.
     """
     return iter(
-        build_eval_dataset(data_config, split, batch_size, process_index=process_index, process_count=process_count)
+        build_eval_dataset(
+            data_config, split, batch_size, process_index=process_index, process_count=process_count, catalog=catalog
+        )
     )
 
 

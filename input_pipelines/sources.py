@@ -54,7 +54,6 @@ __all__ = [
     "ArrayRecordSource",
     "SyntheticFacesSource",
     "SOURCES",
-    "register_source",
     "make_source",
 ]
 
@@ -754,11 +753,6 @@ SOURCES: dict[str, Callable[..., Source]] = {
 }
 
 
-def register_source(name: str, factory: Callable[..., Source]) -> None:
-    """Add a source constructor to the registry used by :func:`make_source`."""
-    SOURCES[name] = factory
-
-
 def _accepts(factory: Callable[..., Any], arg: str) -> bool:
     try:
         params = inspect.signature(factory).parameters
@@ -767,8 +761,17 @@ def _accepts(factory: Callable[..., Any], arg: str) -> bool:
     return arg in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-def make_source(config: Mapping[str, Any], *, split: str | None = None, on_error: str | None = None) -> Source:
+def make_source(
+    config: Mapping[str, Any],
+    *,
+    split: str | None = None,
+    on_error: str | None = None,
+    sources: Mapping[str, Callable[..., Source]] | None = None,
+) -> Source:
     """Build a source from ``{'name': ..., 'kwargs': {...}, 'splits': {split: {...overrides}}}``.
+
+    ``name`` is looked up in ``sources`` (a method's own sources, ``Method.sources``), then in the
+    generic :data:`SOURCES`.
 
     ``kwargs`` go to the constructor, updated by ``splits[split]`` when present. ``split`` is also
     passed to sources that take a ``split`` argument (TFDS, Vimeo-90K, synthetic faces) unless
@@ -776,9 +779,12 @@ def make_source(config: Mapping[str, Any], *, split: str | None = None, on_error
     """
     cfg = dict(config)
     name = cfg.get("name")
-    if name not in SOURCES:
-        raise ValueError(f"unknown source {name!r}; registered sources: {sorted(SOURCES)}")
-    factory = SOURCES[name]
+    table = {**SOURCES, **(sources or {})}
+    if name not in table:
+        raise ValueError(
+            f"unknown source {name!r}; known sources: {sorted(table)} (a method adds its own through Method.sources)"
+        )
+    factory = table[name]
     kwargs = dict(cfg.get("kwargs") or {})
     splits = cfg.get("splits") or {}
     if split is not None and split in splits:

@@ -1,6 +1,7 @@
 """``restore-jax`` command line.
 
     restore-jax train --config configs/<method>.py:<preset> --workdir DIR [--config.x=y ...]
+    restore-jax train --config <method>:<preset> --workdir DIR          # the configs shipped with the package
     restore-jax eval  --config configs/<method>.py:<preset> --workdir DIR [--checkpoint STEP] [--config.x=y ...]
     restore-jax restore --checkpoint DIR [--step N] [--method M] INPUT OUTPUT [--tile 256] [--overlap 32]
                         [--<control> VALUE ...] [--frames K [--sweep-control NAME]] [--fps F]
@@ -14,6 +15,10 @@ options (``--u`` for CFMD) are generated from the checkpoint's method, so ``rest
 stages: ``--checkpoint`` first, then the method's options. ``export`` writes a ``jax.export`` bundle
 (``docs/inference.md``).
 Multi-process runs: see ``launch/README.md`` (``RESTORE_JAX_*`` environment variables).
+
+This module and :mod:`restore_jax.api` are the only places that turn a method id into a
+:class:`~restore_jax.methods.api.Method`; a method outside the package is named with
+``--config.method_module=pkg.mod`` or an installed ``restore_jax.methods`` entry point.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from collections.abc import Sequence
 
 EPILOG = (
     "Overrides: any config field as --config.<section>.<field>=VALUE, e.g. --config.optim.lr=5e-4 "
-    "--config.train.num_steps=2000. Presets: --config configs/baseline_sr.py:demo (paper | small | demo | ci)."
+    "--config.train.num_steps=2000. Presets: --config configs/baseline_sr.py:demo (paper | small | demo | ci), "
+    "or by method id from any folder: --config baseline_sr:demo."
 )
 
 
@@ -44,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
         ("eval", "evaluate a saved checkpoint with the method's protocols"),
     ):
         s = sub.add_parser(name, help=help_text, epilog=EPILOG, allow_abbrev=False)
-        s.add_argument("--config", required=True, help="config file and preset, e.g. configs/baseline_sr.py:demo")
+        s.add_argument("--config", required=True, help="config file and preset (configs/baseline_sr.py:demo) or method id and preset (baseline_sr:demo)")
         s.add_argument("--workdir", required=True, help="run directory (checkpoints, TensorBoard logs, samples, eval)")
         if name == "eval":
             s.add_argument("--checkpoint", type=int, default=None, help="step to evaluate (default: latest)")
@@ -152,16 +158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return _inference_command(args)
 
-    from restore_jax.train.errors import CheckpointError, ConfigError, NonFiniteError
+    from restore_jax.errors import CheckpointError, ConfigError, NonFiniteError
 
     try:
-        from restore_jax.train import config_loading
+        from restore_jax import api
+        from restore_jax.config import parse_override_args
 
-        config_loading.ensure_configs_importable()
-        from configs import common
-
-        overrides = common.parse_override_args(extra)
-        config = config_loading.load_config(args.config, overrides)
+        overrides = parse_override_args(extra)
+        config = api.load_config(args.config, overrides)
+        method = api.method_for(config)
         workdir = pathlib.Path(args.workdir).expanduser()
         if args.command == "eval" and not workdir.is_dir():
             return _fail(f"workdir {workdir} does not exist; train first with: restore-jax train --config {args.config} --workdir {workdir}")
@@ -170,8 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         distributed.initialize()
         if args.command == "train":
-            return _train(config, workdir, args.config)
-        return _eval(config, workdir, args.checkpoint)
+            return _train(config, method, workdir, args.config)
+        return _eval(config, method, workdir, args.checkpoint)
     except (ConfigError, CheckpointError) as e:
         return _fail(str(e))
     except NonFiniteError as e:
@@ -180,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("interrupted", code=130)
 
 
-def _train(config, workdir: pathlib.Path, spec: str) -> int:
+def _train(config, method, workdir: pathlib.Path, spec: str) -> int:
     import jax
 
     from restore_jax.train.loop import Trainer
@@ -189,7 +194,7 @@ def _train(config, workdir: pathlib.Path, spec: str) -> int:
     if main_process:
         print(f"restore-jax train: {spec} -> {workdir}", flush=True)
     t0 = time.perf_counter()
-    trainer = Trainer(config)
+    trainer = Trainer(config, method)
     result = trainer.fit(workdir)
     if main_process:
         wall = time.perf_counter() - t0
@@ -203,14 +208,14 @@ def _train(config, workdir: pathlib.Path, spec: str) -> int:
     return 0
 
 
-def _eval(config, workdir: pathlib.Path, step: int | None) -> int:
+def _eval(config, method, workdir: pathlib.Path, step: int | None) -> int:
     import jax
 
     from restore_jax.train.loop import evaluate_checkpoint
 
     main_process = jax.process_index() == 0
     log = print if main_process else (lambda *_: None)
-    step, results, tables = evaluate_checkpoint(config, workdir, step=step, log=log)
+    step, results, tables = evaluate_checkpoint(config, method, workdir, step=step, log=log)
     if main_process:
         for t in tables:
             print(t)
@@ -232,7 +237,9 @@ def _restore_parser(hooks: dict | None) -> argparse.ArgumentParser:
 def _restore_main(argv: list[str]) -> int:
     """``restore``: read ``--checkpoint`` first, load its config (no weights), add the method's
     control options, then parse everything. User errors exit with code 2."""
-    from restore_jax.inference.restorer import RestorerError, method_inference_hooks, read_checkpoint_config
+    from restore_jax import api
+    from restore_jax.errors import ConfigError
+    from restore_jax.inference.restorer import RestorerError, inference_hooks, read_checkpoint_config
 
     stage1 = argparse.ArgumentParser(prog="restore-jax restore", add_help=False, allow_abbrev=False)
     stage1.add_argument("--checkpoint", default=None)
@@ -240,15 +247,17 @@ def _restore_main(argv: list[str]) -> int:
     stage1.add_argument("-h", "--help", action="store_true")
     known, _ = stage1.parse_known_args(argv)
     step = int(known.step) if known.step is not None and known.step.lstrip("-").isdigit() else None
-    hooks = None
+    hooks = method = None
     if known.checkpoint is not None:
         try:
-            hooks = method_inference_hooks(read_checkpoint_config(known.checkpoint, step))
+            config = read_checkpoint_config(known.checkpoint, step)
+            method = api.method_for(config)
+            hooks = inference_hooks(method.inference_spec(config), method.id)
         except RestorerError as e:
             if not known.help:
                 return _fail(str(e))
-        except KeyError as e:  # a method this installation does not know
-            return _fail(f"the checkpoint's method cannot be loaded: {e.args[0]}")
+        except ConfigError as e:  # a method this installation does not know
+            return _fail(f"the checkpoint's method cannot be loaded: {e}")
     try:
         parser = _restore_parser(hooks)
     except ValueError as e:
@@ -266,10 +275,10 @@ def _restore_main(argv: list[str]) -> int:
         what = f"unknown option(s) {' '.join(options)}" if options else f"unrecognized arguments: {' '.join(extra)}"
         return _fail(what + (f"; {accepted}" if accepted else ""))
     controls = {k[len("control__"):]: v for k, v in vars(args).items() if k.startswith("control__") and v is not None}
-    return _restore_command(args, hooks, controls)
+    return _restore_command(args, method, hooks, controls)
 
 
-def _restore_command(args, hooks: dict, controls: dict) -> int:
+def _restore_command(args, method, hooks: dict, controls: dict) -> int:
     from restore_jax.inference.image_io import ImageReadError, check_frames_output
     from restore_jax.inference.restorer import VIDEO_EXTENSIONS, Restorer, RestorerError
 
@@ -307,7 +316,7 @@ def _restore_command(args, hooks: dict, controls: dict) -> int:
                 dst = dst / (src.stem + ".png")
             if src.is_file() and dst.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
                 return _fail(f"output {dst} needs an image extension (.png, .jpg, .webp) or an existing folder")
-        restorer = Restorer.from_checkpoint(args.checkpoint, step=args.step)
+        restorer = Restorer.from_checkpoint(args.checkpoint, method, step=args.step)
         print(f"restore-jax restore: {restorer}", flush=True)
         tiles = {"tile": args.tile, "overlap": args.overlap}
         if args.frames is not None:
@@ -337,13 +346,15 @@ def _restore_command(args, hooks: dict, controls: dict) -> int:
 
 def _inference_command(args) -> int:
     """``export``: user errors (missing checkpoint, bad paths) exit 2, a model that cannot be lowered 1."""
-    from restore_jax.inference.restorer import Restorer, RestorerError
+    from restore_jax import api
+    from restore_jax.errors import ConfigError
+    from restore_jax.inference.restorer import RestorerError
 
     try:
         out = pathlib.Path(args.out)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             return _fail(f"--out {out} exists and is not an empty folder; choose a new bundle directory")
-        restorer = Restorer.from_checkpoint(args.checkpoint, step=args.step)
+        restorer = api.load_restorer(args.checkpoint, step=args.step)
         platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip()) if args.platforms else None
         try:
             path = restorer.export(out, platforms=platforms)
@@ -355,7 +366,7 @@ def _inference_command(args) -> int:
             return _fail(f"cannot export {restorer.method} step {restorer.step}: {short}", code=1)
         print(f"restore-jax export: {restorer} -> {path}", flush=True)
         return 0
-    except (RestorerError, FileExistsError) as e:
+    except (RestorerError, FileExistsError, ConfigError) as e:
         return _fail(str(e))
     except KeyboardInterrupt:
         return _fail("interrupted", code=130)

@@ -18,6 +18,7 @@ import pathlib
 import numpy as np
 
 from restore_jax.faces.tfjs import load_tfjs_weights
+from restore_jax.locations import shared_dir
 
 __all__ = ["ENV_VAR", "MODEL_FILES", "load_face_api_weights", "resolve_weights_dir"]
 
@@ -31,8 +32,6 @@ MODEL_FILES: dict[str, str] = {
     "tiny_face_detector": "tiny_face_detector_model",
 }
 
-_REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-_SHARED_DEFAULT = _REPO_ROOT.parent / "shared" / "weights" / "face-api"
 
 _HOW_TO_GET = (
     "Get them from the npm package @vladmandic/face-api (MIT licence), folder model/ "
@@ -52,12 +51,12 @@ def resolve_weights_dir(weights_dir: str | os.PathLike | None = None) -> pathlib
         path, source = pathlib.Path(weights_dir), "the weights_dir argument"
     elif os.environ.get(ENV_VAR):
         path, source = pathlib.Path(os.environ[ENV_VAR]), f"${ENV_VAR}"
-    elif _SHARED_DEFAULT.is_dir():
-        path, source = _SHARED_DEFAULT, "the default ../shared/weights/face-api"
+    elif (shared_dir() / "weights" / "face-api").is_dir():
+        path, source = shared_dir() / "weights" / "face-api", "the default ../shared/weights/face-api"
     else:
         files = ", ".join(f for stem in MODEL_FILES.values() for f in _needed_files(stem))
         raise FileNotFoundError(
-            f"face-api weights not found: no weights_dir given, ${ENV_VAR} unset and {_SHARED_DEFAULT} "
+            f"face-api weights not found: no weights_dir given, ${ENV_VAR} unset and {shared_dir() / 'weights' / 'face-api'} "
             f"absent. Needed files: {files}. {_HOW_TO_GET}"
         )
     if not path.is_dir():

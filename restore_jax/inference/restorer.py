@@ -1,6 +1,6 @@
 """``Restorer``: a trained checkpoint (+ the config saved with it) as an image-restoration function.
 
-    r = Restorer.from_checkpoint("runs/demo")            # latest step; or step=400
+    r = api.load_restorer("runs/demo")                   # latest step; or step=400
     y = r(x)                                             # float [H, W, 3] or [B, H, W, 3] in [0, 1]
     y = r(x, tile=256, overlap=32)                       # fixed tiles: one compilation for any size
     r.restore_file("in.png", "out.png")                  # bit depth, grey and alpha kept
@@ -8,25 +8,20 @@
     r.video("clip.mp4", "clip_out.mp4", tile=128)        # frames [T, H, W, 3] or a video file
     frames = r.sweep(x, control="u", num=8)              # u = 0, 1/8, ..., 7/8 -> [8, H', W', 3]
 
-``from_checkpoint`` reads the config snapshot stored next to the checkpoint
-(``<workdir>/checkpoints/<step>/config``), builds the method's networks through the registry and
-the engine's ``Trainer`` (the same abstract restore target, so any mesh works), restores the
-``TrainState`` and keeps only the primary network's EMA parameters (its raw parameters, with a
-warning, when the run had no EMA) plus its non-parameter state. Inference runs in float32.
+``from_checkpoint(path, method)`` reads the config snapshot stored next to the checkpoint
+(``<workdir>/checkpoints/<step>/config``), builds the method's networks through the engine's
+``Trainer`` (the same abstract restore target, so any mesh works), restores the ``TrainState`` and
+keeps only the primary network's EMA parameters (its raw parameters, with a warning, when the run
+had no EMA) plus its non-parameter state. Inference runs in float32.
+``restore_jax.api.load_restorer(path)`` finds the method from the checkpoint's config.
 
-Method hooks (optional functions of the method module, ``restore_jax/models/<id>.py``):
-
-* ``inference_controls(config) -> {name: ControlSpec}``: per-image control inputs (e.g. a
-  restoration strength); they reach the recipe's ``predict`` as extra batch keys. Default: none.
-* ``size_multiple(config) -> int``: input height / width must be a multiple of it. Default:
-  ``config.model.multiple`` if set, else 1.
-* ``output_scale(config) -> int``: spatial up-scaling factor. Default: ``config.model.scale`` if
-  set, else 1.
-* ``video_mode(config) -> {'window': N, 'stride': S, 'temporal_scale': k}``: the method is a
-  window video model whose apply maps ``[b, N, h, w, C]`` to ``[b, (N - 1) * k + 1, h*s, w*s, C]``
-  (Zooming Slow-Mo: ``N = 4, S = 3, k = 2``); videos go through
-  :func:`~restore_jax.inference.chunking.iter_chunked_video`. Default: none, an image model (videos
-  are restored frame by frame with :func:`~restore_jax.inference.chunking.per_frame_apply`).
+What the model takes and returns comes from the method's
+:class:`~restore_jax.methods.api.InferenceSpec` (``Method.inference(config)``): the input kind
+(an image, or a window of frames: ``[b, N, h, w, C] -> [b, (N - 1) * k + 1, h*s, w*s, C]``, Zooming
+Slow-Mo has ``N = 4``, stride 3, ``k = 2``), per-image controls with ranges (they reach the recipe's
+``predict`` as extra batch keys), the size multiple and the scale. Window models restore videos
+through :func:`~restore_jax.inference.chunking.iter_chunked_video`; image models restore videos
+frame by frame with :func:`~restore_jax.inference.chunking.per_frame_apply`.
 
 The apply function ``apply(params, x, **controls)`` is pure (parameters are an argument), so it is
 jitted once and also exported unchanged by ``restore-jax export``. Tiled, video and sweep runs use
@@ -49,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from restore_jax.inference.export import ControlSpec
+from restore_jax.methods.api import InferenceSpec, Method
 
 __all__ = [
     "Restorer",
@@ -56,7 +52,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
     "find_checkpoint",
-    "method_inference_hooks",
+    "inference_hooks",
     "read_checkpoint_config",
     "read_video",
 ]
@@ -136,12 +132,6 @@ def _read_config(loc: CheckpointLocation):
         f"checkpoint {loc.directory / str(loc.step)} has no readable config snapshot (looked for {cfg_dir}/metadata); "
         "it was not written by restore-jax train"
     )
-
-
-def _method_hook(config, name: str):
-    from restore_jax.models import registry
-
-    return getattr(registry.get_method(config.method), name, None)
 
 
 def _check_video_mode(method: str, mode: Mapping[str, Any] | None) -> dict[str, int] | None:
@@ -279,18 +269,23 @@ class Restorer:
     # -- construction ----------------------------------------------------------------------------
 
     @classmethod
-    def from_checkpoint(cls, workdir_or_path: PathLike, *, step: int | None = None, log=print) -> "Restorer":
-        """Load checkpoint ``step`` (default: the latest) of a training workdir with its config."""
+    def from_checkpoint(cls, workdir_or_path: PathLike, method: Method, *, step: int | None = None, log=print) -> "Restorer":
+        """Load checkpoint ``step`` (default: the latest) of a training workdir with its config.
+
+        ``method`` is the run's :class:`~restore_jax.methods.api.Method` (``restore_jax.api.load_restorer``
+        finds it from the checkpoint's config)."""
         from flax import nnx
 
         from restore_jax.train.checkpointing import CheckpointManager
-        from restore_jax.train.errors import CheckpointError, ConfigError
+        from restore_jax.errors import CheckpointError, ConfigError
         from restore_jax.train.loop import Trainer
 
         loc = find_checkpoint(workdir_or_path, step)
         config = _read_config(loc)
+        if config.method != method.id:
+            raise RestorerError(f"checkpoint {loc.directory / str(loc.step)} is a {config.method!r} run, not {method.id!r}")
         try:
-            trainer = Trainer(config)
+            trainer = Trainer(config, method)
         except (ConfigError, KeyError) as e:
             raise RestorerError(f"the config saved with {loc.directory / str(loc.step)} cannot build the model: {e}") from e
         ckpt = CheckpointManager(loc.directory, every_steps=1, async_save=False)
@@ -327,7 +322,7 @@ class Restorer:
             batch = {input_key: jnp.asarray(x, jnp.float32), **controls}
             return jnp.asarray(predict({primary: model}, batch), jnp.float32)
 
-        hooks = method_inference_hooks(config)
+        hooks = inference_hooks(method.inference_spec(config), method.id)
         return cls(
             apply_fn=apply,
             params=params,
@@ -766,21 +761,17 @@ class Restorer:
         )
 
 
-def method_inference_hooks(config) -> dict[str, Any]:
-    """``scale``, ``multiple``, ``controls``, ``video_mode`` and ``method`` of a run config, from the
-    method's hooks (defaults: ``config.model.scale`` / ``config.model.multiple`` or 1, no controls,
-    an image model). Needs no weights: the CLI uses it to build its control options."""
-    controls_hook = _method_hook(config, "inference_controls")
-    multiple_hook = _method_hook(config, "size_multiple")
-    scale_hook = _method_hook(config, "output_scale")
-    video_hook = _method_hook(config, "video_mode")
-    model_cfg = config.get("model", {}) or {}
+def inference_hooks(spec: InferenceSpec, method_id: str) -> dict[str, Any]:
+    """The :class:`Restorer` keyword arguments (``method``, ``scale``, ``multiple``, ``controls``,
+    ``channels``, ``video_mode``) of a method's :class:`InferenceSpec`. Needs no weights: the CLI
+    uses it to build its control options."""
     return {
-        "method": str(config.method),
-        "scale": int(scale_hook(config) if scale_hook else model_cfg.get("scale", 1)),
-        "multiple": int(multiple_hook(config) if multiple_hook else model_cfg.get("multiple", 1)),
-        "controls": dict(controls_hook(config)) if controls_hook else {},
-        "video_mode": video_hook(config) if video_hook else None,
+        "method": method_id,
+        "scale": int(spec.scale),
+        "multiple": int(spec.multiple),
+        "controls": dict(spec.controls),
+        "channels": int(spec.channels),
+        "video_mode": spec.video_mode,
     }
 
 

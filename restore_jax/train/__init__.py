@@ -1,6 +1,6 @@
 """The training engine: state, optimizers, mesh + sharding rules, steps, loop, checkpoints, logging.
 
-Public entry points (imported lazily so ``restore_jax.train.errors`` stays light)::
+Public entry points (imported lazily so ``restore_jax.errors`` stays light)::
 
     Trainer(config).fit(workdir)            # restore_jax.train.loop
     train(config, workdir), evaluate_checkpoint(config, workdir, step=None)
@@ -27,9 +27,9 @@ _EXPORTS = {
     "load_config": "restore_jax.train.config_loading",
     "register_evaluator": "restore_jax.train.evaluation",
     "initialize": "restore_jax.train.distributed",
-    "ConfigError": "restore_jax.train.errors",
-    "CheckpointError": "restore_jax.train.errors",
-    "NonFiniteError": "restore_jax.train.errors",
+    "ConfigError": "restore_jax.errors",
+    "CheckpointError": "restore_jax.errors",
+    "NonFiniteError": "restore_jax.errors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -34,7 +34,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
-from restore_jax.train.errors import CheckpointError
+from restore_jax.errors import CheckpointError
 from restore_jax.train.paths import path_str
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import jax
 
-from restore_jax.train.errors import ConfigError
+from restore_jax.errors import ConfigError
 
 ENV_COORDINATOR = "RESTORE_JAX_COORDINATOR"
 ENV_NUM_PROCESSES = "RESTORE_JAX_NUM_PROCESSES"

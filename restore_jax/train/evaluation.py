@@ -1,8 +1,9 @@
-"""Evaluation protocols: a registry of named evaluators run during training and by ``restore-jax eval``.
+"""Evaluation protocols: named evaluators run during training and by ``restore-jax eval``.
 
-An evaluator is ``fn(ctx: EvalContext) -> dict[str, float]`` registered with
-``@register_evaluator('name')``; ``config.eval.protocols`` lists the ones a method runs and
-``config.eval.<name>`` holds each one's settings. Results of a run at step ``s`` are written to
+An :class:`Evaluator` is ``fn(ctx: EvalContext) -> dict[str, float]`` with the default settings
+section it reads (``config.eval.<name>``). The engine's built-in protocols are
+:data:`BUILTIN_EVALUATORS`; a method adds its own through ``Method.evaluators`` (nothing registers
+on import). ``config.eval.protocols`` lists the ones a run uses. Results of a run at step ``s`` are written to
 ``<workdir>/eval/<s>.json`` (process 0) and logged to TensorBoard as ``eval/<key>``.
 
 Built-in protocol ``sr_psnr_ssim`` (single-image SR): PSNR/SSIM of the model output and of the
@@ -28,36 +29,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
+from restore_jax.locations import resolve_user_path, shared_data
 from restore_jax.metrics import psnr, ssim
 from restore_jax.ops import imresize
 from restore_jax.train.mesh import batch_shards, make_global_batch
 
-_EVALUATORS: dict[str, Callable[["EvalContext"], dict[str, float]]] = {}
+@dataclasses.dataclass(frozen=True)
+class Evaluator:
+    """An evaluation protocol: ``fn(ctx) -> {key: value}`` and its settings section's defaults
+    (``default_config() -> ConfigDict``, filled into ``config.eval.<name>``; ``None``: no settings)."""
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def register_evaluator(name: str):
-    """Decorator: register ``fn(ctx) -> dict[str, float]`` under ``name``."""
-
-    def deco(fn):
-        if name in _EVALUATORS and _EVALUATORS[name] is not fn:
-            raise ValueError(f"evaluator {name!r} is already registered")
-        _EVALUATORS[name] = fn
-        return fn
-
-    return deco
-
-
-def evaluator_names() -> list[str]:
-    return sorted(_EVALUATORS)
-
-
-def get_evaluator(name: str):
-    try:
-        return _EVALUATORS[name]
-    except KeyError:
-        raise KeyError(f"unknown evaluation protocol {name!r}; registered: {', '.join(evaluator_names())}") from None
+    fn: Callable[["EvalContext"], dict[str, float]]
+    default_config: Callable[[], Any] | None = None
 
 
 @dataclasses.dataclass
@@ -74,13 +57,16 @@ class EvalContext:
     log: Callable[[str], None] = print
     cache: dict = dataclasses.field(default_factory=dict)  # evaluators may memoise compiled fns here
     tables: list = dataclasses.field(default_factory=list)  # human-readable result tables
+    catalog: Any = None  # the method's input_pipelines.Catalog (its own sources / builders)
 
 
-def run_evaluators(ctx: EvalContext, names: Iterable[str]) -> dict[str, float]:
+def run_evaluators(ctx: EvalContext, names: Iterable[str], evaluators: Mapping[str, Evaluator]) -> dict[str, float]:
     """Run the named protocols; returns the merged ``{key: value}`` and writes ``eval/<step>.json``."""
     results: dict[str, float] = {}
     for name in names:
-        out = get_evaluator(name)(ctx)
+        if name not in evaluators:
+            raise KeyError(f"unknown evaluation protocol {name!r}; known: {', '.join(sorted(evaluators))}")
+        out = evaluators[name].fn(ctx)
         results.update({k: float(v) for k, v in out.items()})
     write_results(ctx.workdir, ctx.step, results, ctx.tables)
     return results
@@ -238,8 +224,8 @@ def local_eval_batch(ctx: EvalContext, global_batch: int) -> int:
 
 
 def default_real_faces_dir() -> pathlib.Path:
-    """``<repo>/../shared/data/faces128/val`` (the shared real-face validation set)."""
-    return REPO_ROOT.parent / "shared" / "data" / "faces128" / "val"
+    """``<shared>/data/faces128/val`` (the shared real-face validation set)."""
+    return shared_data("faces128", "val")
 
 
 def resolve_real_dir(setting: str) -> pathlib.Path | None:
@@ -248,8 +234,7 @@ def resolve_real_dir(setting: str) -> pathlib.Path | None:
         return None
     if not setting:
         return default_real_faces_dir()
-    p = pathlib.Path(setting).expanduser()
-    return p if p.is_absolute() else (REPO_ROOT / p)
+    return resolve_user_path(setting)
 
 
 def _real_faces_data_config(data_config, root: pathlib.Path, scale: int):
@@ -277,7 +262,6 @@ def _table(title: str, rows: list[tuple[str, Mapping[str, float]]]) -> str:
     return "\n".join(lines)
 
 
-@register_evaluator("sr_psnr_ssim")
 def sr_psnr_ssim(ctx: EvalContext) -> dict[str, float]:
     """Model vs bicubic PSNR/SSIM (Y, crop = scale, 8-bit) on held-out synthetic faces and real faces."""
     from input_pipelines.pipeline import build_eval  # the data package (Grain); imported lazily
@@ -290,7 +274,7 @@ def sr_psnr_ssim(ctx: EvalContext) -> dict[str, float]:
     local_bs = local_eval_batch(ctx, int(s.batch_size or cfg.train.global_batch_size))
     results: dict[str, float] = {}
     rows = []
-    it = build_eval(cfg.data, s.split, local_bs)
+    it = build_eval(cfg.data, s.split, local_bs, catalog=ctx.catalog)
     try:
         r = evaluate_sr_batches(ctx, it, max_examples=int(s.num_examples))
     finally:
@@ -301,7 +285,7 @@ def sr_psnr_ssim(ctx: EvalContext) -> dict[str, float]:
     real = resolve_real_dir(s.real_dir)
     if real is not None and real.is_dir():
         data = _real_faces_data_config(cfg.data, real, scale)
-        it = build_eval(data, "val", local_bs)
+        it = build_eval(data, "val", local_bs, catalog=ctx.catalog)
         framing = None if s.identity == "off" else s.real_framing
         r = evaluate_sr_batches(ctx, it, max_examples=int(s.real_max_examples), identity_framing=framing)
         results.update({f"{s.real_name}/{k}": v for k, v in r.items()})
@@ -338,3 +322,7 @@ def sr_psnr_ssim_config(**overrides: Any):
     c.real_framing = "chip"  # how the real faces are cropped: 'chip' (tight, UTKFace) | 'ffhq'
     c.update(overrides)
     return c
+
+
+#: The engine's own protocols, available to every method.
+BUILTIN_EVALUATORS: dict[str, Evaluator] = {"sr_psnr_ssim": Evaluator(sr_psnr_ssim, sr_psnr_ssim_config)}

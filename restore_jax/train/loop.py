@@ -1,6 +1,8 @@
 """The host training loop: build once, resume, step, log, evaluate, checkpoint, guard against NaN.
 
-``Trainer(config)`` builds everything that is compiled (init, step, predict) once for a mesh;
+``Trainer(config, method)`` builds everything that is compiled (init, step, predict) once for a
+mesh (``method`` is the :class:`~restore_jax.methods.api.Method` the config names: the engine
+knows methods only through that type; ``restore_jax.api.make_trainer(config)`` resolves it);
 ``Trainer.fit(workdir)`` runs (or resumes) a training run in ``workdir``::
 
     <workdir>/checkpoints/<step>/   Orbax checkpoints (state, data_iter, config)
@@ -15,6 +17,7 @@ The compiled functions are reused across ``fit`` calls on the same ``Trainer`` (
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 import signal
 import threading
@@ -26,9 +29,10 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from restore_jax.errors import CheckpointError, NonFiniteError
+from restore_jax.methods.api import Method
 from restore_jax.train import evaluation as evaluation_lib
 from restore_jax.train import mesh as mesh_lib
-from restore_jax.train.errors import CheckpointError, NonFiniteError
 from restore_jax.train.optim import make_optimizers
 from restore_jax.train.state import TrainState, count_params, graphdefs_of, make_init_fn
 from restore_jax.train.steps import build_step, contrastive_init_extras, make_predict_fn
@@ -38,8 +42,9 @@ _LOW_OPT = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_pas
 DataFactory = Callable[..., Iterator[Mapping[str, np.ndarray]]]
 
 
-def default_data_factory(config, *, split, global_batch_size, seed, shuffle=True, num_epochs=None):
-    """Training batches from ``input_pipelines.build`` (local batches of this process)."""
+def default_data_factory(config, *, split, global_batch_size, seed, shuffle=True, num_epochs=None, catalog=None):
+    """Training batches from ``input_pipelines.build`` (local batches of this process); ``catalog``:
+    the method's own sources and builders."""
     from input_pipelines.pipeline import build
 
     return build(
@@ -51,6 +56,7 @@ def default_data_factory(config, *, split, global_batch_size, seed, shuffle=True
         process_count=jax.process_count(),
         shuffle=shuffle,
         num_epochs=num_epochs,
+        catalog=catalog,
     )
 
 
@@ -97,22 +103,25 @@ class Trainer:
     def __init__(
         self,
         config,
+        method: Method,
         *,
         mesh: jax.sharding.Mesh | None = None,
-        recipe=None,
         data_factory: DataFactory | None = None,
     ):
-        from restore_jax.models import registry
-        from restore_jax.train.config_loading import ensure_configs_importable
-
-        ensure_configs_importable()
-        from configs import common
-
+        if not isinstance(method, Method):
+            raise TypeError(
+                f"Trainer(config, method): method must be a restore_jax.methods.api.Method, got {type(method).__name__}; "
+                "restore_jax.api.make_trainer(config) resolves config.method for you"
+            )
+        self.method = method
+        config = method.complete_config(config)
         self.config = config
         self.mesh = mesh if mesh is not None else mesh_lib.make_mesh(config.mesh)
-        common.validate(config, num_devices=self.mesh.size, process_count=jax.process_count())
-        self.recipe = recipe if recipe is not None else registry.make_recipe(config)
-        self.data_factory = data_factory or default_data_factory
+        method.check_config(config, num_devices=self.mesh.size, process_count=jax.process_count())
+        self.recipe = method.make_recipe(config)
+        self.evaluators = method.all_evaluators()
+        self.catalog = method.catalog()
+        self.data_factory = data_factory or functools.partial(default_data_factory, catalog=self.catalog)
         self.graphdefs = graphdefs_of(self.recipe.networks)
         trained = ("D", "G") if self.recipe.step_kind == "gan" else (self.recipe.primary,)
         self.optimizers = make_optimizers(config, trained, self.recipe.primary)
@@ -216,8 +225,9 @@ class Trainer:
             workdir=pathlib.Path(workdir),
             log=log,
             cache=self._eval_cache,
+            catalog=self.catalog,
         )
-        results = evaluation_lib.run_evaluators(ctx, names)
+        results = evaluation_lib.run_evaluators(ctx, names, self.evaluators)
         return results, ctx.tables
 
     def sample_columns(self, state: TrainState, batch: Mapping[str, jax.Array], n: int) -> list[np.ndarray]:
@@ -417,14 +427,16 @@ class Trainer:
             )
 
 
-def train(config, workdir: str | pathlib.Path, **kwargs) -> FitResult:
+def train(config, method: Method, workdir: str | pathlib.Path, **kwargs) -> FitResult:
     """Build a :class:`Trainer` for ``config`` and run ``fit(workdir)``."""
-    return Trainer(config).fit(workdir, **kwargs)
+    return Trainer(config, method).fit(workdir, **kwargs)
 
 
-def evaluate_checkpoint(config, workdir: str | pathlib.Path, *, step: int | None = None, log=print) -> tuple[int, dict[str, float], list[str]]:
+def evaluate_checkpoint(
+    config, method: Method, workdir: str | pathlib.Path, *, step: int | None = None, log=print
+) -> tuple[int, dict[str, float], list[str]]:
     """Restore checkpoint ``step`` (default: latest good) of ``workdir`` and run the eval protocols."""
-    trainer = Trainer(config)
+    trainer = Trainer(config, method)
     ckpt = trainer.make_checkpointer(workdir)
     try:
         if not ckpt.all_steps():

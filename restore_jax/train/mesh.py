@@ -18,7 +18,6 @@ matching rule wins; no match, scalars and PRNG keys are replicated. ``spec`` is:
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -28,33 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-from restore_jax.train.errors import ConfigError
+from restore_jax.config.schema import MESH_AXES as AXES
+from restore_jax.config.schema import resolve_mesh_sizes
 from restore_jax.train.paths import path_str
-
-AXES = ("data", "fsdp")
 BATCH_AXES = ("data", "fsdp")
-
-
-def resolve_mesh_sizes(shape: Sequence[int], axes: Sequence[str], num_devices: int) -> dict[str, int]:
-    """Sizes of ``('data', 'fsdp')`` from a config shape (one ``-1`` allowed); ConfigError if impossible."""
-    shape, axes = tuple(int(s) for s in shape), tuple(axes)
-    if len(shape) != len(axes):
-        raise ConfigError(f"mesh.shape {shape} and mesh.axes {axes} must have the same length")
-    if any(a not in AXES for a in axes) or len(set(axes)) != len(axes):
-        raise ConfigError(f"mesh.axes {axes} must be distinct names from {AXES}")
-    if sum(1 for s in shape if s == -1) > 1 or any(s == 0 or s < -1 for s in shape):
-        raise ConfigError(f"mesh.shape {shape}: sizes must be positive, with at most one -1")
-    fixed = math.prod(s for s in shape if s != -1)
-    if num_devices % fixed:
-        raise ConfigError(f"mesh.shape {shape} does not fit {num_devices} devices")
-    resolved = tuple(num_devices // fixed if s == -1 else s for s in shape)
-    if math.prod(resolved) != num_devices:
-        raise ConfigError(
-            f"mesh.shape {shape} uses {math.prod(resolved)} devices but {num_devices} are available; "
-            "use -1 for one axis to take the rest"
-        )
-    sizes = dict(zip(axes, resolved))
-    return {a: sizes.get(a, 1) for a in AXES}
 
 
 def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -48,7 +48,6 @@ class Recipe:
     image_keys: tuple[str, str] = ("lr", "hr")
     # contrastive: the two views (query, key) in the batch
     view_keys: tuple[str, str] = ("view_q", "view_k")
-    evaluators: tuple[str, ...] = ()
     # metric_warnings(step, logged_metrics) -> lines the loop prints at each log point (host side,
     # e.g. a monitored quantity leaving its safe range); None = no checks.
     metric_warnings: Callable[[int, Mapping[str, float]], Sequence[str]] | None = None
