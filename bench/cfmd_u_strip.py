@@ -17,7 +17,7 @@ windows. ``--plain-workdir`` adds the plain (non-controllable)
 baseline, whose outputs cannot depend on ``u``. ``--figure`` writes a strip: per example, the blurred
 input, the outputs at each ``u`` and the GT frames ``round(u N)`` below them (synthetic faces only).
 
-    .venv/bin/python bench/cfmd_u_strip.py --workdir /tmp/cfmd_small --plain-workdir /tmp/cfmd_plain \\
+    .venv/bin/python -m bench.cfmd_u_strip --workdir /tmp/cfmd_small --plain-workdir /tmp/cfmd_plain \\
         --figure docs/images/cfmd_u_strip.png
 """
 
@@ -25,13 +25,10 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from bench.common import machine_info, print_table, write_results  # noqa: E402
+from bench.common import machine_info, print_table, write_results
 
 U_VALUES = (0.0, 0.25, 0.5, 0.75)
 
@@ -40,13 +37,12 @@ def load_model(spec: str, workdir: str):
     """``(config, predict(blurred [B,S,S,3], u [B]) -> [B,S,S,3], step)`` from the latest checkpoint."""
     import jax
 
+    from restore_jax.api import load_config, make_trainer
     from restore_jax.train.checkpointing import CheckpointManager
-    from restore_jax.train.config_loading import load_config
-    from restore_jax.train.loop import Trainer
 
     config = load_config(spec)
     config.data.num_workers = 0
-    trainer = Trainer(config)
+    trainer = make_trainer(config)
     ckpt = CheckpointManager(pathlib.Path(workdir) / "checkpoints", every_steps=1, async_save=False)
     try:
         restored = ckpt.restore(trainer.abstract_restore_target())

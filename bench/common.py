@@ -1,5 +1,8 @@
 """Shared helpers for the benchmarks in ``bench/``: timing, machine description, JSON results, tables.
 
+The benchmarks import this as ``bench.common``: run them as modules from the repository root
+(``python -m bench.zsm_bench``), which puts the root on ``sys.path`` without any path edits.
+
 Every benchmark times with :func:`time_fn` (medians of several runs after a warm-up), records
 :func:`machine_info` and its configuration, and writes ``bench/results/<name>.json`` through
 :func:`write_results` so numbers from different machines and commits can be compared.
@@ -98,10 +101,14 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def write_results(name: str, payload: Mapping[str, Any]) -> pathlib.Path:
-    """Write ``payload`` as ``bench/results/<name>.json`` (pretty-printed) and return the path."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
+def write_results(name: str, payload: Mapping[str, Any], path: str | os.PathLike | None = None) -> pathlib.Path:
+    """Write ``payload`` as ``bench/results/<name>.json`` (or to ``path`` when given; e.g. a smoke run
+    that must not replace a committed record), pretty-printed, and return the path."""
+    if path is None:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        path = RESULTS_DIR / f"{name}.json"
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
     return path
 

@@ -5,22 +5,16 @@ kernel and bias) at ZSM-like sizes (default: B=8, 64 -> 64 channels, 64x64, 3x3 
 groups, offsets ~ N(0, 2), sigmoid mask) on the same device type for both libraries, checks that the
 two agree, prints a table and writes ``bench/results/ops_<device>.json``.
 
-    python bench/ops_bench.py                      # CPU, default sizes
-    python bench/ops_bench.py --batch 2 --repeats 5
-    python bench/ops_bench.py --device gpu         # JAX GPU vs torch CUDA
-    python bench/ops_bench.py --quick              # tiny sizes, smoke test
+    python -m bench.ops_bench                      # CPU, default sizes
+    python -m bench.ops_bench --batch 2 --repeats 5
+    python -m bench.ops_bench --device gpu         # JAX GPU vs torch CUDA
+    python -m bench.ops_bench --quick              # tiny sizes, smoke test
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import pathlib
-import sys
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,6 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="tiny sizes (B=1, 16 channels, 16x16, 2 groups)")
     p.add_argument("--name", default=None, help="results file name (default ops_<device>)")
+    p.add_argument("--out", default=None, help="write the JSON to this path instead (e.g. /tmp/ops.json)")
     args = p.parse_args(argv)
     if args.quick:
         args.batch, args.size, args.channels, args.groups = 1, 16, 16, 2
@@ -177,7 +172,7 @@ def main(argv=None) -> None:
     print_table(rows, ["impl", "fwd_ms", "fwd+bwd_ms"])
     name = args.name or f"ops_{device}"
     path = write_results(name, {"benchmark": "deform_conv2d", "machine": machine_info(), "config": config,
-                                "results": results})
+                                "results": results}, path=args.out)
     print(f"wrote {path}")
 
 

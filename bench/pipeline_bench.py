@@ -7,9 +7,9 @@ up to the host's core count. Process CPU time per example is reported too (stead
 time on a busy host). A last row runs the full Grain pipeline (``input_pipelines.build``,
 0 workers) to show the framework overhead. Medians of several runs after a warm-up.
 
-    python bench/pipeline_bench.py                 # all rows, modest repeat counts
-    python bench/pipeline_bench.py --quick         # fewer examples (smoke run)
-    python bench/pipeline_bench.py --rows cfmd_n13_256,sr_128_x4
+    python -m bench.pipeline_bench                 # all rows, modest repeat counts
+    python -m bench.pipeline_bench --quick         # fewer examples (smoke run)
+    python -m bench.pipeline_bench --rows cfmd_n13_256,sr_128_x4
 
 Writes ``bench/results/pipeline_cpu.json``.
 """
@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import pathlib
 import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from bench.common import machine_info, median, print_table, time_fn, write_results  # noqa: E402
+from bench.common import machine_info, median, print_table, time_fn, write_results
 
 # name -> (description, source kwargs (synthetic_faces), builder name, builder kwargs)
 ROWS: dict[str, tuple[str, dict, str, dict]] = {
@@ -180,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed runs (median reported)")
     p.add_argument("--quick", action="store_true", help="2 examples x 2 runs")
     p.add_argument("--no-grain", action="store_true", help="skip the full-pipeline row")
+    p.add_argument("--out", default=None, help="write the JSON to this path instead of bench/results/pipeline_cpu.json")
     args = p.parse_args(argv)
     if args.quick:
         args.examples, args.repeats = 2, 2
@@ -204,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_average": list(os.getloadavg()),
         "rows": rows,
     }
-    path = write_results("pipeline_cpu", payload)
+    path = write_results("pipeline_cpu", payload, path=args.out)
     print(f"wrote {path}")
 
 

@@ -1,40 +1,45 @@
-"""Benchmark Zooming Slow-Mo: training throughput and video inference, JAX vs the PyTorch re-statement.
+"""Benchmark Zooming Slow-Mo: the shipped training step and ``Restorer`` inference vs the PyTorch re-statement.
 
-Two parts, both with the same weights on both sides (transplanted from the NNX model into
-``restore_jax/methods/zsm/torch_ref.py``, torchvision's ``deform_conv2d``) and the same inputs:
+What is timed is what the library runs, built from a config (default ``zsm:paper``; the size flags
+and any ``--config.x=y`` arguments override it):
 
-- ``train``: one batch of ``--batch`` clips, 4 LR frames of ``--lr-size`` squared (7 HR frames
-  out): the forward pass with the loss (``forward_s``), and one training step = forward + backward +
-  Adam update (``step_s``); reported as clips per second. Loss: Charbonnier summed over all pixels
-  (``sqrt(d^2 + 1e-6)``, the official reduction), Adam lr 4e-4, betas (0.9, 0.99). JAX: ``jax.jit``
-  with parameters and optimiser state donated; ``--dtypes float32,bfloat16`` also times bf16 compute
-  with float32 master parameters. Torch: eager, ``torch.optim.Adam``, float32.
-- ``infer``: one window of 4 LR frames at ``--infer-size`` (default Vid4: 144x180 LR -> 576x720
-  HR), no gradient; ``s_per_output_frame`` = window time / 6, since consecutive windows share one
-  frame and each contributes 6 new output frames (the last one 7).
+- ``train``: ``trainer = api.make_trainer(config)``; ``state = trainer.init_state()``; one batch of
+  ``--batch`` clips (4 LR frames of ``--lr-size`` squared, 7 HR frames) through
+  ``trainer.global_batch``; ``step_s`` is one call of ``trainer.step_fn(state, batch)``, the jitted
+  engine step the trainer's ``fit`` loop runs (recipe loss: Charbonnier ``sqrt(d^2 + eps^2)``
+  summed over all pixels in the paper config; the config's optimizer, NaN guard, EMA, metrics;
+  the state is donated, so every call takes the state the previous one returned); reported as
+  clips per second. ``--dtypes float32,bfloat16`` builds one trainer per
+  ``train.compute_dtype``. PyTorch: ``restore_jax.methods.zsm.torch_ref.ZSMTorch`` with the same
+  initial weights, eager, the same loss and ``torch.optim.Adam`` with the config's rate at step 0,
+  betas and epsilon. The first-step losses of both are recorded as a cross-check.
+- ``infer``: the initial state is saved as a checkpoint in a temporary workdir and loaded with
+  ``api.load_restorer`` (float32, as the Restorer always runs); ``restorer.video(frames)`` on 4 LR
+  frames at ``--infer-size`` (default Vid4: 144x180 LR -> 7 frames of 576x720), i.e. one window;
+  ``s_per_output_frame`` = window time / 6, since consecutive windows share one frame and each
+  contributes 6 new output frames. PyTorch: the same window through ``ZSMTorch`` under ``no_grad``.
 
-    python bench/zsm_bench.py --quick                      # tiny model, seconds (smoke test)
-    python bench/zsm_bench.py --batch 2 --repeats 2        # paper model (11.1 M), CPU-sized batch
-    python bench/zsm_bench.py --device gpu                 # paper model, batch 16, on a GPU
+Run from the repository root::
 
-Timings are medians over ``--repeats`` runs after ``--warmup`` untimed runs (the first includes the
-compilation, reported separately as ``first_call_s``). Writes ``bench/results/zsm_<device>.json``
-(or ``--name``) with the exact command line.
+    python -m bench.zsm_bench --quick                      # tiny model, a few minutes on CPU (smoke test)
+    python -m bench.zsm_bench --batch 2 --repeats 2        # paper model (11.1 M), CPU-sized batch
+    python -m bench.zsm_bench --device gpu                 # paper model, batch 16, on a GPU
+
+Timings are medians over ``--repeats`` runs after ``--warmup`` untimed runs (the first call, which
+compiles, is reported separately as ``first_call_s``). Writes ``bench/results/zsm_<device>.json``
+(or ``--name``, or the path ``--out``) with the exact command line.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import pathlib
 import shlex
+import shutil
 import sys
+import tempfile
 import time
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-for _p in (REPO_ROOT, REPO_ROOT / "tests"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+import warnings
 
 
 def _hw(text: str) -> tuple[int, int]:
@@ -45,54 +50,84 @@ def _hw(text: str) -> tuple[int, int]:
     return h, w
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog="Other arguments of the form --config.KEY=VALUE override the config (e.g. --config.optim.lr=1e-4).",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                    help="auto: JAX's default backend (torch on CUDA when JAX is on GPU and CUDA is there)")
+    p.add_argument("--config", default="zsm:paper", help="config spec the trainer is built from (default zsm:paper)")
     p.add_argument("--parts", default="train,infer", help="comma-separated: train, infer")
-    p.add_argument("--nf", type=int, default=64)
-    p.add_argument("--groups", type=int, default=8, help="deformable groups")
-    p.add_argument("--front-blocks", type=int, default=5)
-    p.add_argument("--back-blocks", type=int, default=40)
-    p.add_argument("--batch", type=int, default=16, help="training clips per step")
-    p.add_argument("--lr-size", type=int, default=32, help="training LR patch side")
+    p.add_argument("--nf", type=int, default=None, help="model.nf (config: 64)")
+    p.add_argument("--groups", type=int, default=None, help="model.groups, deformable groups (config: 8)")
+    p.add_argument("--front-blocks", type=int, default=None, help="model.front_blocks (config: 5)")
+    p.add_argument("--back-blocks", type=int, default=None, help="model.back_blocks (config: 40)")
+    p.add_argument("--batch", type=int, default=None, help="train.global_batch_size, clips per step (config: 16)")
+    p.add_argument("--lr-size", type=int, default=None, help="training LR patch side (config: 32)")
     p.add_argument("--infer-size", type=_hw, default=(144, 180), help="inference LR frame HxW (Vid4: 144x180)")
-    p.add_argument("--dtypes", default="float32", help="JAX compute dtypes, comma separated (float32,bfloat16)")
-    p.add_argument("--no-unroll", action="store_true", help="keep the residual-trunk / ConvLSTM scans rolled")
+    p.add_argument("--dtypes", default="float32", help="train.compute_dtype values, comma separated (float32,bfloat16)")
+    unroll = p.add_mutually_exclusive_group()
+    unroll.add_argument("--unroll", dest="unroll", action="store_true", default=None,
+                        help="model.unroll=True (unrolled residual-trunk / ConvLSTM scans; faster backward on CPU)")
+    unroll.add_argument("--no-unroll", dest="unroll", action="store_false", help="model.unroll=False (rolled scans)")
     p.add_argument("--no-torch", action="store_true", help="time JAX only")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true",
-                   help="tiny model: nf 16, 2 groups, 1+2 blocks, batch 2, 16x16 LR, inference 32x48, 2 repeats")
-    p.add_argument("--name", default=None, help="results file name (default zsm_<device>)")
-    args = p.parse_args(argv)
+                   help="tiny model: nf 16, 2 groups, 1+2 blocks, unrolled, batch 2, 16x16 LR, inference 32x48, "
+                        "2 repeats")
+    p.add_argument("--name", default=None, help="results file name in bench/results (default zsm_<device>)")
+    p.add_argument("--out", default=None, help="write the JSON to this path instead (e.g. /tmp/zsm.json)")
+    args, extra = p.parse_known_args(argv)
+    bad = [a for a in extra if not a.startswith("--config.")]
+    if bad:
+        p.error(f"unrecognized arguments: {' '.join(bad)}")
     if args.quick:
         args.nf, args.groups, args.front_blocks, args.back_blocks = 16, 2, 1, 2
         args.batch, args.lr_size, args.infer_size = 2, 16, (32, 48)
         args.warmup, args.repeats = 1, 2
-    if args.nf % args.groups:
-        p.error(f"--nf ({args.nf}) must be divisible by --groups ({args.groups})")
+        if args.unroll is None:
+            args.unroll = True
     parts = {s.strip() for s in args.parts.split(",") if s.strip()}
     if not parts or parts - {"train", "infer"}:
         p.error(f"--parts must name train and/or infer, got {args.parts!r}")
     args.parts = parts
-    return args
+    args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    for d in args.dtypes:
+        if d not in ("float32", "bfloat16"):
+            p.error(f"--dtypes: unknown dtype {d!r} (use float32 and/or bfloat16)")
+    return args, extra
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    command = "python bench/zsm_bench.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+def config_overrides(args, extra: list[str]) -> list[str]:
+    """``--config.x=y`` overrides for the size flags given (then the caller's own ones)."""
+    out = []
+    for flag, key in (("nf", "model.nf"), ("groups", "model.groups"), ("front_blocks", "model.front_blocks"),
+                      ("back_blocks", "model.back_blocks"), ("batch", "train.global_batch_size")):
+        if getattr(args, flag) is not None:
+            out.append(f"--config.{key}={getattr(args, flag)}")
+    if args.lr_size is not None:
+        out.append(f"--config.data.builder.kwargs.hr_size={4 * args.lr_size}")
+    if args.unroll is not None:
+        out.append(f"--config.model.unroll={args.unroll}")
+    return out + list(extra)
+
+
+def main(argv=None) -> None:  # noqa: C901 - one linear script
+    args, extra = parse_args(argv)
+    command = "python -m bench.zsm_bench " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     if args.device == "cpu":
         os.environ["JAX_PLATFORMS"] = "cpu"
 
     import jax
-    import jax.numpy as jnp
     import numpy as np
-    import optax
-    from flax import nnx
 
     from bench.common import machine_info, median, print_table, time_fn, write_results
-    from restore_jax.methods.zsm.model import ZoomingSlowMo, ZSMConfig, count_params
+    from restore_jax import api
+    from restore_jax.methods.zsm.recipe import zsm_config
+    from restore_jax.nn.params import count_params
+    from restore_jax.train.state import merge
 
     torch = None
     if not args.no_torch:
@@ -114,22 +149,42 @@ def main(argv=None) -> None:
         if device == "gpu" and torch_device == "cpu":
             print("note: torch has no CUDA here; the torch reference runs on CPU (ratios are cross-device)")
 
-    cfg = ZSMConfig(nf=args.nf, groups=args.groups, front_blocks=args.front_blocks, back_blocks=args.back_blocks,
-                    unroll=not args.no_unroll)
-    # Parameters initialised in one compiled program (eager init compiles one kernel per shape).
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: ZoomingSlowMo(cfg, rngs=nnx.Rngs(0))))
+    overrides = config_overrides(args, extra)
+    configs = {d: api.load_config(args.config, overrides + [f"--config.train.compute_dtype={d}"]) for d in args.dtypes}
+    config = configs[args.dtypes[0]]
+    if config.method != "zsm":
+        raise SystemExit(f"--config {args.config!r} is a {config.method!r} config, not zsm")
+    mcfg = zsm_config(config.model)
+    lr_size = int(config.data.builder.kwargs.hr_size) // int(config.model.scale)
+    batch_size = int(config.train.global_batch_size)
+    eps, reduction = float(config.loss.eps), str(config.loss.reduction)
+    if torch is not None and (mcfg.gfi or mcfg.residual != "none"):
+        raise SystemExit("the PyTorch reference has no GFI losses and no residual baseline: set "
+                         "--config.model.gfi=False --config.model.residual=none, or pass --no-torch")
+
+    # ---- trainers and the initial state (the same for every compute dtype: same seed, float32 params)
     t0 = time.perf_counter()
-    state = jax.jit(lambda: nnx.state(ZoomingSlowMo(cfg, rngs=nnx.Rngs(0))))()
+    trainers = {d: api.make_trainer(c) for d, c in configs.items()}
+    trainer = trainers[args.dtypes[0]]
+    state = trainer.init_state()
+    jax.block_until_ready(state)
     init_s = time.perf_counter() - t0
-    model = nnx.merge(graphdef, state)
-    n_params = count_params(model)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    ref = None
-    if torch is not None:
-        ref = ZSMTorch.from_config(cfg)
-        transplant_from_nnx(ref, model)  # before any donation invalidates the JAX buffers
+    g_graph = trainer.graphdefs["G"]
+    host_params = jax.device_get(state.params["G"])
+    host_ms = jax.device_get(state.extras.get("model_state", {}).get("G"))
+    n_params = count_params(host_params)
+    ref = base_weights = None
+    if torch is not None:  # transplanted before any donation invalidates the JAX buffers
+        ref = ZSMTorch.from_config(mcfg)
+        transplant_from_nnx(ref, merge(g_graph, host_params, host_ms))
         ref = ref.to(torch_device)
-    del model
+        base_weights = {k: v.detach().clone() for k, v in ref.state_dict().items()}
+    workdir = None
+    if "infer" in args.parts:  # the Restorer loads what a training run would have saved
+        workdir = tempfile.mkdtemp(prefix="zsm_bench_")
+        ckpt = trainer.make_checkpointer(workdir)
+        ckpt.save(0, state, config=trainer.config.to_dict(), force=True)
+        ckpt.close()
 
     def sync_torch():
         if torch_device == "cuda":
@@ -140,139 +195,101 @@ def main(argv=None) -> None:
 
     rng = np.random.default_rng(0)
     rows, records = [], {}
-    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-    for d in dtypes:
-        if d not in ("float32", "bfloat16"):
-            raise SystemExit(f"--dtypes: unknown dtype {d!r} (use float32 and/or bfloat16)")
 
-    def add_row(part, impl, compute, what, times, first_s, per, unit, extra=None):
+    def add_row(part, impl, compute, what, times, first_s, per, unit, extra_fields=None):
         med = median(times)
-        rec = dict(times_s=times, median_s=med, first_call_s=first_s, **({} if extra is None else extra))
+        rec = dict(times_s=times, median_s=med, first_call_s=first_s, **(extra_fields or {}))
         rec[unit] = per(med)
         records.setdefault(part, {})[f"{impl}_{compute}_{what}"] = rec
         rows.append(dict(part=part, impl=impl, compute=compute, measure=what, median_s=med, min_s=min(times),
-                         **{unit: per(med)}, first_call_s=first_s, **(extra or {})))
+                         **{unit: per(med)}, first_call_s=first_s, **(extra_fields or {})))
 
-    # -------------------------------------------------------------------------------- train
-    if "train" in args.parts:
-        b, s = args.batch, args.lr_size
-        lr_np = rng.random((b, 4, s, s, 3), dtype=np.float32)
-        hr_np = rng.random((b, 7, 4 * s, 4 * s, 3), dtype=np.float32)
-        lr_j, hr_j = jnp.asarray(lr_np), jnp.asarray(hr_np)
-        tx = optax.adam(4e-4, b1=0.9, b2=0.99)
-        clips = lambda med: b / med  # noqa: E731
+    try:
+        # ---------------------------------------------------------------------------- train
+        if "train" in args.parts:
+            b, s = batch_size, lr_size
+            local = {"lr": rng.random((b, 4, s, s, 3), dtype=np.float32),
+                     "hr": rng.random((b, 7, 4 * s, 4 * s, 3), dtype=np.float32)}
+            clips = lambda med: b / med  # noqa: E731
 
-        for dname in dtypes:
-            dtype = jnp.dtype(dname)
+            for dname in args.dtypes:
+                tr = trainers[dname]
+                batch = tr.global_batch(local)
+                carry = {"state": state if tr is trainer else tr.init_state()}
+                state = None  # donated below
+                print(f"jax {dname}: compiling trainer.step_fn ...", flush=True)
+                t0 = time.perf_counter()
+                carry["state"], metrics = tr.step_fn(carry["state"], batch)
+                jax.block_until_ready((carry["state"], metrics))
+                first_s = time.perf_counter() - t0
+                first_loss = float(metrics["loss"])
 
-            def loss_fn(p, frames, target, dtype=dtype):
-                if dtype != jnp.float32:
-                    p = jax.tree.map(lambda a: a.astype(dtype), p)
-                    frames = frames.astype(dtype)
-                d = nnx.merge(graphdef, p, rest)(frames).astype(jnp.float32) - target
-                return jnp.sum(jnp.sqrt(d * d + 1e-6))
+                def run_step(tr=tr, batch=batch, carry=carry):
+                    carry["state"], m = tr.step_fn(carry["state"], batch)
+                    return m, carry["state"]
 
-            fwd = jax.jit(loss_fn)
-            t0 = time.perf_counter()
-            first_loss = float(fwd(params, lr_j, hr_j))
-            first_s = time.perf_counter() - t0
-            times = time_fn(lambda: fwd(params, lr_j, hr_j), warmup=args.warmup, repeats=args.repeats)
-            add_row("train", "jax", dname, "forward", times, first_s, clips, "clips_per_s", {"first_loss": first_loss})
+                times = time_fn(run_step, warmup=args.warmup, repeats=args.repeats)
+                add_row("train", "jax", dname, "step", times, first_s, clips, "clips_per_s", {"first_loss": first_loss})
+                del carry
 
-            def step(p, opt_state, frames, target):
-                loss, grads = jax.value_and_grad(loss_fn)(p, frames, target)
-                updates, opt_state = tx.update(grads, opt_state, p)
-                return optax.apply_updates(p, updates), opt_state, loss
+            if ref is not None:
+                lr_t, hr_t = to_torch(local["lr"]), to_torch(local["hr"])
+                o = config.optim
+                lr0 = float(trainer.optimizers["G"].schedule(0))
+                opt = torch.optim.Adam(ref.parameters(), lr=lr0, betas=(float(o.b1), float(o.b2)), eps=float(o.eps))
+                weight = float(config.loss.pixel_weight)
 
-            step = jax.jit(step, donate_argnums=(0, 1))
-            carry = {"p": jax.tree.map(jnp.copy, params)}
-            carry["o"] = tx.init(carry["p"])
-            t0 = time.perf_counter()
-            carry["p"], carry["o"], loss0 = step(carry["p"], carry["o"], lr_j, hr_j)
-            jax.block_until_ready(loss0)
-            first_s = time.perf_counter() - t0
-
-            def run_step():
-                carry["p"], carry["o"], loss = step(carry["p"], carry["o"], lr_j, hr_j)
-                return loss, carry["p"]
-
-            times = time_fn(run_step, warmup=args.warmup, repeats=args.repeats)
-            add_row("train", "jax", dname, "step", times, first_s, clips, "clips_per_s")
-            del carry
-
-        if ref is not None:
-            lr_t, hr_t = to_torch(lr_np), to_torch(hr_np)
-
-            def torch_forward():
-                with torch.no_grad():
+                def torch_step():
+                    opt.zero_grad(set_to_none=True)
                     d = ref(lr_t) - hr_t
-                    loss = torch.sqrt(d * d + 1e-6).sum()
-                sync_torch()
-                return loss
+                    per_element = torch.sqrt(d * d + eps * eps)
+                    loss = weight * (per_element.sum() if reduction == "sum" else per_element.mean())
+                    loss.backward()
+                    opt.step()
+                    sync_torch()
+                    return loss.detach()
 
+                t0 = time.perf_counter()
+                first_loss = float(torch_step())
+                first_s = time.perf_counter() - t0
+                times = time_fn(torch_step, warmup=args.warmup, repeats=args.repeats)
+                add_row("train", "torch", "float32", "step", times, first_s, clips, "clips_per_s",
+                        {"first_loss": first_loss})
+                ref.load_state_dict(base_weights)  # the steps moved the weights: back to the initial ones
+
+        # ---------------------------------------------------------------------------- infer
+        if "infer" in args.parts:
+            h, w = args.infer_size
+            frames = rng.random((4, h, w, 3), dtype=np.float32)
+            per_frame = lambda med: med / 6.0  # noqa: E731
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "no EMA parameters": the paper keeps none
+                restorer = api.load_restorer(workdir, log=lambda *a, **k: None)
             t0 = time.perf_counter()
-            first_loss = float(torch_forward())
+            y = restorer.video(frames, progress=False)
             first_s = time.perf_counter() - t0
-            times = time_fn(torch_forward, warmup=args.warmup, repeats=args.repeats)
-            add_row("train", "torch", "float32", "forward", times, first_s, clips, "clips_per_s", {"first_loss": first_loss})
-            opt = torch.optim.Adam(ref.parameters(), lr=4e-4, betas=(0.9, 0.99))
+            times = time_fn(lambda: restorer.video(frames, progress=False), warmup=args.warmup, repeats=args.repeats)
+            add_row("infer", "jax", "float32", "window", times, first_s, per_frame, "s_per_output_frame",
+                    {"output": list(y.shape), "timed": "Restorer.video"})
+            if ref is not None:
+                x_t = to_torch(frames[None])
 
-            def torch_step():
-                opt.zero_grad(set_to_none=True)
-                d = ref(lr_t) - hr_t
-                loss = torch.sqrt(d * d + 1e-6).sum()
-                loss.backward()
-                opt.step()
-                sync_torch()
-                return loss.detach()
+                def torch_apply():
+                    with torch.no_grad():
+                        out = ref(x_t)
+                    sync_torch()
+                    return out
 
-            t0 = time.perf_counter()
-            torch_step()
-            first_s = time.perf_counter() - t0
-            times = time_fn(torch_step, warmup=args.warmup, repeats=args.repeats)
-            add_row("train", "torch", "float32", "step", times, first_s, clips, "clips_per_s")
-            # The step updated the torch weights: re-transplant for the inference part.
-            ref = ZSMTorch.from_config(cfg)
-            transplant_from_nnx(ref, nnx.merge(graphdef, params, rest))
-            ref = ref.to(torch_device)
-
-    # -------------------------------------------------------------------------------- infer
-    if "infer" in args.parts:
-        h, w = args.infer_size
-        x_np = rng.random((1, 4, h, w, 3), dtype=np.float32)
-        per_frame = lambda med: med / 6.0  # noqa: E731
-        for dname in dtypes:
-            dtype = jnp.dtype(dname)
-
-            def apply(p, frames, dtype=dtype):
-                if dtype != jnp.float32:
-                    p = jax.tree.map(lambda a: a.astype(dtype), p)
-                    frames = frames.astype(dtype)
-                return nnx.merge(graphdef, p, rest)(frames).astype(jnp.float32)
-
-            f = jax.jit(apply)
-            x_j = jnp.asarray(x_np)
-            t0 = time.perf_counter()
-            y = f(params, x_j)
-            jax.block_until_ready(y)
-            first_s = time.perf_counter() - t0
-            times = time_fn(lambda: f(params, x_j), warmup=args.warmup, repeats=args.repeats)
-            add_row("infer", "jax", dname, "window", times, first_s, per_frame, "s_per_output_frame",
-                    {"output": list(y.shape)})
-        if ref is not None:
-            x_t = to_torch(x_np)
-
-            def torch_apply():
-                with torch.no_grad():
-                    out = ref(x_t)
-                sync_torch()
-                return out
-
-            t0 = time.perf_counter()
-            torch_apply()
-            first_s = time.perf_counter() - t0
-            times = time_fn(torch_apply, warmup=args.warmup, repeats=args.repeats)
-            add_row("infer", "torch", "float32", "window", times, first_s, per_frame, "s_per_output_frame")
+                t0 = time.perf_counter()
+                out = torch_apply()
+                first_s = time.perf_counter() - t0
+                times = time_fn(torch_apply, warmup=args.warmup, repeats=args.repeats)
+                diff = float(np.max(np.abs(out[0].permute(0, 2, 3, 1).cpu().numpy() - y)))
+                add_row("infer", "torch", "float32", "window", times, first_s, per_frame, "s_per_output_frame",
+                        {"max_abs_diff_vs_jax": diff})
+    finally:
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     # -------------------------------------------------------------------------------- report
     for part in ("train", "infer"):
@@ -282,31 +299,46 @@ def main(argv=None) -> None:
                 continue
             ref_rec = recs.get(f"torch_float32_{row['measure']}")
             row["speedup_vs_torch"] = (ref_rec["median_s"] / row["median_s"]) if ref_rec else "n/a"
-    print(f"Zooming Slow-Mo: nf={cfg.nf} groups={cfg.groups} blocks={cfg.front_blocks}+{cfg.back_blocks} "
-          f"params={n_params:,} unroll={cfg.unroll} | train: batch {args.batch}, 4 x {args.lr_size}^2 LR -> "
-          f"7 x {4 * args.lr_size}^2 | infer: 4 x {args.infer_size[0]}x{args.infer_size[1]} LR window -> 7 HR frames")
+    print(f"Zooming Slow-Mo ({args.config}): nf={mcfg.nf} groups={mcfg.groups} blocks={mcfg.front_blocks}+"
+          f"{mcfg.back_blocks} params={n_params:,} unroll={mcfg.unroll} | train: trainer.step_fn, batch {batch_size}, "
+          f"4 x {lr_size}^2 LR -> 7 x {4 * lr_size}^2 | infer: Restorer.video, 4 x {args.infer_size[0]}x"
+          f"{args.infer_size[1]} LR window -> 7 HR frames")
     print_table(rows, ["part", "impl", "compute", "measure", "median_s", "min_s", "clips_per_s", "s_per_output_frame",
                        "speedup_vs_torch", "first_call_s"])
+    agreement = {}
     fl = records.get("train", {})
-    if "jax_float32_forward" in fl and "torch_float32_forward" in fl:
-        a, r = fl["jax_float32_forward"]["first_loss"], fl["torch_float32_forward"]["first_loss"]
-        print(f"loss on the same weights and batch: jax f32 {a:.9g} vs torch {r:.9g} (rel diff {abs(a - r) / abs(r):.1e})")
+    if "jax_float32_step" in fl and "torch_float32_step" in fl:
+        a, r = fl["jax_float32_step"]["first_loss"], fl["torch_float32_step"]["first_loss"]
+        agreement["first_loss_rel_diff"] = abs(a - r) / abs(r)
+        print(f"first-step loss on the same weights and batch: jax f32 {a:.9g} vs torch {r:.9g} "
+              f"(rel diff {agreement['first_loss_rel_diff']:.1e})")
+    inf = records.get("infer", {}).get("torch_float32_window")
+    if inf is not None:
+        agreement["infer_max_abs_diff"] = inf["max_abs_diff_vs_jax"]
+        print(f"inference window, same weights: max |jax - torch| = {inf['max_abs_diff_vs_jax']:.2e}")
     payload = {
         "benchmark": "zsm",
-        "description": "Zooming Slow-Mo training step (Charbonnier sum + Adam 4e-4, betas 0.9/0.99) and one "
-                       "4-frame inference window; JAX (jit) vs the PyTorch re-statement with the same weights; "
+        "description": "Zooming Slow-Mo: the engine's jitted training step (trainer.step_fn, state donated; "
+                       "Charbonnier + Adam from the config) and Restorer.video on one 4-frame window; "
+                       "vs the PyTorch re-statement (eager, same weights, same loss, torch.optim.Adam); "
                        "speedup_vs_torch = torch median / this median",
         "command": command,
         "machine": machine_info(),
-        "config": dict(nf=cfg.nf, groups=cfg.groups, front_blocks=cfg.front_blocks, back_blocks=cfg.back_blocks,
-                       params=n_params, unroll=cfg.unroll, batch=args.batch, lr_size=args.lr_size,
-                       infer_lr_size=list(args.infer_size), dtypes=dtypes, warmup=args.warmup,
-                       repeats=args.repeats, quick=args.quick, device=device, torch_device=torch_device,
-                       parts=sorted(args.parts), jax_param_init_s=init_s),
+        "config": dict(config_spec=args.config, overrides=overrides, nf=mcfg.nf, groups=mcfg.groups,
+                       front_blocks=mcfg.front_blocks, back_blocks=mcfg.back_blocks, params=n_params,
+                       unroll=mcfg.unroll, batch=batch_size, lr_size=lr_size, infer_lr_size=list(args.infer_size),
+                       dtypes=args.dtypes, loss=dict(eps=eps, reduction=reduction),
+                       optim=dict(lr_at_step_0=float(trainer.optimizers["G"].schedule(0)), b1=float(config.optim.b1),
+                                  b2=float(config.optim.b2), eps=float(config.optim.eps),
+                                  schedule=str(config.optim.schedule)),
+                       warmup=args.warmup, repeats=args.repeats, quick=args.quick, device=device,
+                       torch_device=torch_device, parts=sorted(args.parts), jax_state_init_s=init_s,
+                       timed=dict(train="trainer.step_fn(state, batch)", infer="Restorer.video(frames)")),
         "results": records,
+        "agreement": agreement,
         "rows": rows,
     }
-    path = write_results(args.name or f"zsm_{device}", payload)
+    path = write_results(args.name or f"zsm_{device}", payload, path=args.out)
     print(f"wrote {path}")
 
 

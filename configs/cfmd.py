@@ -1,4 +1,4 @@
-"""``cfmd``: CFMD-GAN, continuous facial motion deblurring with a moment control ``u`` (docs/cfmd.md).
+"""``cfmd``: CFMD-GAN, continuous facial motion deblurring with a moment control ``u`` (restore_jax/methods/cfmd/README.md).
 
 Presets (``--config configs/cfmd.py:<preset>[,knob=value...]``):
 

@@ -1,4 +1,4 @@
-"""``zsm``: Zooming Slow-Mo, one-stage space-time video super-resolution (x4 space, x2 time; docs/zsm.md).
+"""``zsm``: Zooming Slow-Mo, one-stage space-time video super-resolution (x4 space, x2 time; restore_jax/methods/zsm/README.md).
 
 Presets (``--config configs/zsm.py:<preset>[,knob=value...]``):
 
@@ -14,7 +14,7 @@ Presets (``--config configs/zsm.py:<preset>[,knob=value...]``):
 - ``small``: a model for a 2-core CPU: nf 16, 2 deformable groups, 2 + 6 residual blocks (525,999
   parameters), LR 16x16 / HR 64x64 windows, batch 4, 1,000 steps of Adam 1e-3 (cosine, 50 warm-up
   steps), EMA 0.99; ~1 s/step on an idle 2-core CPU (1.6-4 s/step measured on a shared one, see
-  docs/zsm.md). Not in the paper: ``model.residual='bicubic'`` adds the bicubic + frame-averaging
+  restore_jax/methods/zsm/README.md). Not in the paper: ``model.residual='bicubic'`` adds the bicubic + frame-averaging
   baseline to the output (last conv zero-initialised), so the short run starts at the baseline and
   learns a correction (``--config.model.residual=none`` for the plain network). Data: 7-frame windows
   of the shared face videos (``../shared/data/face_video``; ``d3``, ``d11``, ``d12`` train, ``d18``

@@ -55,6 +55,7 @@ __all__ = [
     "SyntheticFacesSource",
     "SOURCES",
     "make_source",
+    "natural_key",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -69,7 +70,7 @@ def _check_on_error(on_error: str) -> str:
     return on_error
 
 
-def _natural_key(text: str) -> list:
+def natural_key(text: str) -> list:
     """Sort key with digit runs compared as numbers (``frame2`` before ``frame10``)."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
@@ -79,7 +80,7 @@ def _list_files(root: pathlib.Path, extensions: Sequence[str], recursive: bool) 
     exts = tuple(e.lower() for e in extensions)
     it = root.rglob("*") if recursive else root.iterdir()
     rel = [p.relative_to(root).as_posix() for p in it if p.is_file() and p.suffix.lower() in exts]
-    return sorted(rel, key=_natural_key)
+    return sorted(rel, key=natural_key)
 
 
 def _format_failures(failures: Sequence[tuple[str, str]]) -> str:
@@ -211,7 +212,7 @@ class ImageFolderSource(Source):
         self.read_failures = {}
         if labels == "parent":
             parents = [str(pathlib.PurePosixPath(f).parent) for f in kept]
-            names = sorted(set(parents), key=_natural_key)
+            names = sorted(set(parents), key=natural_key)
             lookup = {n: i for i, n in enumerate(names)}
             self.identity_names = names
             self.identity_ids = np.asarray([lookup[p] for p in parents], dtype=np.int32)
@@ -375,7 +376,7 @@ def _resolve_paths(paths: Union[PathLike, Sequence[PathLike]], extensions: Seque
         elif p.is_file():
             files = [str(p)]
         else:
-            files = sorted(glob.glob(str(paths), recursive=True), key=_natural_key)
+            files = sorted(glob.glob(str(paths), recursive=True), key=natural_key)
     else:
         files = [os.fspath(f) for f in paths]
     if not files:
@@ -426,7 +427,7 @@ class FrameFolderSource(_Windowed, _FrameReader):
         self.root = str(base)
         self.on_error = _check_on_error(on_error)
         self.background = tuple(float(v) for v in image_io.parse_background(background))
-        sub = sorted((d.name for d in base.iterdir() if d.is_dir()), key=_natural_key)
+        sub = sorted((d.name for d in base.iterdir() if d.is_dir()), key=natural_key)
         if clips is not None:
             sub = [c for c in sub if c in set(clips)]
             missing = set(clips) - set(sub)

@@ -31,7 +31,7 @@ import numpy as np
 
 from input_pipelines import image_io
 from input_pipelines.image_io import IMAGE_EXTENSIONS
-from input_pipelines.sources import VIDEO_EXTENSIONS, Source, _natural_key, _Windowed, _WindowIndex
+from input_pipelines.sources import VIDEO_EXTENSIONS, Source, natural_key, _Windowed, _WindowIndex
 
 __all__ = ["PtsError", "parse_pts", "read_pts", "held_out_ids", "split_ids", "VW300Source", "NUM_TEST_VIDEOS"]
 
@@ -129,7 +129,7 @@ def held_out_ids(ids: Sequence[str], num_test: int) -> list[str]:
     """The deterministic held-out rule: sort ``ids`` naturally, take positions
     ``floor((k + 0.5) * n / num_test)`` for ``k = 0 .. num_test - 1`` (evenly spread, never the ends
     unless ``n`` is small). ``num_test >= n`` holds everything out."""
-    ordered = sorted({str(i) for i in ids}, key=_natural_key)
+    ordered = sorted({str(i) for i in ids}, key=natural_key)
     n = len(ordered)
     if num_test <= 0:
         return []
@@ -142,7 +142,7 @@ def split_ids(ids: Sequence[str], split: str, *, test_ids: Sequence[str] | None 
     """The ids of ``split`` (``'train'``; ``'val'`` / ``'test'`` = held out), naturally sorted."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    ordered = sorted({str(i) for i in ids}, key=_natural_key)
+    ordered = sorted({str(i) for i in ids}, key=natural_key)
     if test_ids is not None:
         held = [str(t) for t in test_ids]
         unknown = sorted(set(held) - set(ordered))
@@ -205,7 +205,7 @@ class VW300Source(_Windowed, Source):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
         self.root, self.on_error, self.pts_origin = str(base), on_error, float(pts_origin)
         self.read_failures: dict[int, str] = {}
-        all_ids = sorted((d.name for d in base.iterdir() if d.is_dir()), key=_natural_key)
+        all_ids = sorted((d.name for d in base.iterdir() if d.is_dir()), key=natural_key)
         if video_ids is not None:
             missing = sorted(set(map(str, video_ids)) - set(all_ids))
             if missing:
@@ -240,13 +240,13 @@ class VW300Source(_Windowed, Source):
         annot = folder / "annot"
         if not annot.is_dir():
             raise FileNotFoundError(f"no annotation folder {annot}")
-        pts = sorted((p.name for p in annot.iterdir() if p.suffix.lower() == ".pts"), key=_natural_key)
+        pts = sorted((p.name for p in annot.iterdir() if p.suffix.lower() == ".pts"), key=natural_key)
         if not pts:
             raise FileNotFoundError(f"no .pts files in {annot}")
         pts = [str(annot / p) for p in pts]
         videos = sorted(
             (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS),
-            key=lambda p: (p.stem != "vid", _natural_key(p.name)),
+            key=lambda p: (p.stem != "vid", natural_key(p.name)),
         )
         if videos:
             from input_pipelines import video_io
@@ -258,7 +258,7 @@ class VW300Source(_Windowed, Source):
             img_dir = folder / "frames" if (folder / "frames").is_dir() else folder
             images = sorted(
                 (p.name for p in img_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-                key=_natural_key,
+                key=natural_key,
             )
             if not images:
                 raise FileNotFoundError(f"no video file ({', '.join(VIDEO_EXTENSIONS)}) and no frame images in {folder}")

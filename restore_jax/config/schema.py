@@ -192,8 +192,11 @@ def _parse_value(text: str, current: Any, where: str) -> Any:
         try:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            # A bare comma-separated list of words: a,b,c
-            value = tuple(s.strip() for s in text.split(",") if s.strip())
+            # A comma-separated list of words: a,b,c or (a,b,c) / [a, b, c] without quotes
+            body = text.strip()
+            if body[:1] + body[-1:] in ("()", "[]"):
+                body = body[1:-1]
+            value = tuple(s.strip().strip("'\"") for s in body.split(",") if s.strip())
         if isinstance(value, (str, int, float)):
             value = (value,)
         if not isinstance(value, (tuple, list)):
@@ -383,10 +386,14 @@ def validate(config: ConfigDict, *, num_devices: int | None = None, process_coun
     _positive(t.grad_accum_steps, "train.grad_accum_steps")
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
-    _validate_optim(config.optim, "optim")
-    for key in config.keys():
-        if key.startswith("optim_"):
-            _validate_optim(config[key], key)
+    for key in ["optim"] + [k for k in config.keys() if k.startswith("optim_")]:
+        o = config[key]
+        _validate_optim(o, key)
+        if o.warmup_steps < 0 or (o.schedule != "constant" and o.warmup_steps >= t.num_steps):
+            raise ConfigError(
+                f"{key}.warmup_steps={o.warmup_steps} must be in [0, train.num_steps={t.num_steps}) for the "
+                f"{o.schedule!r} schedule; lower it (e.g. --config.{key}.warmup_steps=0) or train longer"
+            )
     if t.step_kind == "gan":
         _choice(config.gan.loss, ("ns", "hinge"), "gan.loss")
         _positive(config.gan.d_steps_per_step, "gan.d_steps_per_step")

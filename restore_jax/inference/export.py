@@ -15,8 +15,21 @@ size that is not a multiple of ``m`` fails with "Division had remainder ...". ja
 because its call-time error names the offending dimension. The loader pads inputs up to the
 multiple (bottom / right, ``pad_mode``) and crops the output, so callers never see the rule.
 
+Input kinds. ``input_kind='image'``: ``x [b, H, W, C] -> y [b, H*s, W*s, C_out]``.
+``input_kind='window'`` (video models such as Zooming Slow-Mo): ``x [b, T, H, W, C] -> y [b,
+T_out, H*s, W*s, C_out]`` with the window ``T`` fixed and ``T_out = temporal_scale * (T - 1) + 1``;
+batch, height and width stay symbolic. The manifest records ``kind``, ``window``,
+``temporal_scale`` (and ``stride``, the step between windows of a video, when given).
+
+Size bound. The symbolic shape carries the constraint ``b * H * W <= max_batch_pixels`` (padded
+input pixels of one call, per frame for windows; default :data:`DEFAULT_MAX_BATCH_PIXELS`, one
+8K frame). Without a bound, size guards inside a model (e.g. ``deform_conv2d``'s int32
+gather-index check ``B*H*W*G < 2**31``) cannot be decided for symbolic sizes and the export
+fails. The bound is in the manifest and the loader checks it before a call.
+
 Controls (e.g. a CFMD moment ``u`` in ``[0, 1]``) are exported as arrays ``[b, *shape]`` sharing
-the batch dimension ``b`` with the input; the manifest lists each one's range and default.
+the batch dimension ``b`` with the input (one value per image or per window); the manifest lists
+each one's range and default.
 """
 
 from __future__ import annotations
@@ -34,13 +47,25 @@ import jax.numpy as jnp
 import numpy as np
 
 from restore_jax.inference import bundle_loader
-from restore_jax.inference.bundle_loader import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, MANIFEST_FILE
+from restore_jax.inference.bundle_loader import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, BUNDLE_INPUT_KINDS, MANIFEST_FILE
 
-__all__ = ["ControlSpec", "export_bundle", "flatten_params", "unflatten_params", "FUNCTION_FILE", "PARAMS_FILE"]
+__all__ = [
+    "ControlSpec",
+    "DEFAULT_MAX_BATCH_PIXELS",
+    "export_bundle",
+    "flatten_params",
+    "unflatten_params",
+    "FUNCTION_FILE",
+    "PARAMS_FILE",
+]
 
 FUNCTION_FILE = "function.jaxexport"
 PARAMS_FILE = "params.npz"
 LOADER_FILE = "bundle_loader.py"
+#: Default bound on ``batch * height * width`` (padded, per frame) of one call of a bundle: 2**25
+#: pixels, one 7680 x 4320 frame. It leaves room for int32 index guards such as
+#: ``deform_conv2d``'s ``B*H*W*G < 2**31`` (Zooming Slow-Mo's paper network exports with it).
+DEFAULT_MAX_BATCH_PIXELS = 2**25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,10 +166,47 @@ def _storable(arr: np.ndarray) -> tuple[np.ndarray, str | None]:
     return arr, None
 
 
-def _input_spec(multiple: int, channels: int) -> str:
-    if multiple == 1:
-        return f"b, h, w, {channels}"
-    return f"b, {multiple}*hk, {multiple}*wk, {channels}"
+def _symbolic_input(
+    kind: str, window: int, multiple: int, channels: int, max_batch_pixels: int | None
+) -> tuple[tuple[Any, ...], str]:
+    """Symbolic input shape (``b`` first) and its spec string, constrained by ``max_batch_pixels``."""
+    m = multiple
+    h, w = ("h", "w") if m == 1 else ("hk", "wk")
+    hdim, wdim = (h, w) if m == 1 else (f"{m}*{h}", f"{m}*{w}")
+    spec = ", ".join(["b", *([str(window)] if kind == "window" else []), hdim, wdim, str(channels)])
+    constraints = ()
+    if max_batch_pixels is not None:
+        # b * (m*hk) * (m*wk) <= max  <=>  b*hk*wk <= max // m**2 (all integers)
+        constraints = (f"b*{h}*{w} <= {max_batch_pixels // (m * m)}",)
+    return tuple(jax.export.symbolic_shape(spec, constraints=constraints)), spec
+
+
+def _check_positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _example_shape(
+    kind: str, shape: tuple[int, ...], window: int | None
+) -> tuple[int, int, int, int, int]:
+    """``(B, T, H, W, C)`` of ``example_input_shape`` (``T = 0`` for images), checked against the kind."""
+    if kind == "image":
+        if len(shape) not in (3, 4) or min(shape) < 1:
+            raise ValueError(f"example_input_shape must be (H, W, C) or (B, H, W, C) with positive sizes, got {shape}")
+        if window is not None:
+            raise ValueError("window= is for input_kind='window'; image models take one image per batch element")
+        b = shape[0] if len(shape) == 4 else 1
+        return b, 0, shape[-3], shape[-2], shape[-1]
+    if len(shape) not in (4, 5) or min(shape) < 1:
+        raise ValueError(
+            f"input_kind='window': example_input_shape must be (T, H, W, C) or (B, T, H, W, C) with positive sizes, got {shape}"
+        )
+    b = shape[0] if len(shape) == 5 else 1
+    t = shape[-4]
+    if window is not None and _check_positive("window", window) != t:
+        raise ValueError(f"window={window} but example_input_shape {shape} has {t} frames; they must agree")
+    return b, t, shape[-3], shape[-2], shape[-1]
 
 
 def export_bundle(
@@ -164,28 +226,45 @@ def export_bundle(
     pad_mode: str = "reflect",
     platforms: Sequence[str] | None = None,
     overwrite: bool = False,
+    input_kind: str = "image",
+    window: int | None = None,
+    temporal_scale: int = 1,
+    stride: int | None = None,
+    max_batch_pixels: int | None = DEFAULT_MAX_BATCH_PIXELS,
 ) -> pathlib.Path:
     """Write a bundle for ``apply_fn(params, x, **controls) -> y`` to ``out_dir``; returns its path.
 
-    ``example_input_shape``: ``(H, W, C)`` or ``(B, H, W, C)``; fixes the channel count ``C`` and is
-    used to check (by abstract evaluation, no compile) that the output is ``scale`` times larger.
-    Batch, height and width are exported symbolically (height and width as multiples of
-    ``multiple``). ``controls``: name -> :class:`ControlSpec` (or a dict of its fields); each is
-    passed to ``apply_fn`` as an array ``[b, *shape]``. ``platforms``: lowering platforms, e.g.
-    ``("cpu", "cuda")`` (default: the current backend); the function runs only on those.
-    ``manifest_extra`` is stored under ``manifest["extra"]`` (JSON-serialisable: checkpoint step,
-    config name, ...). ``pad_mode``: how the loader pads to the multiple (``jnp.pad`` mode).
+    ``input_kind='image'``: ``example_input_shape`` is ``(H, W, C)`` or ``(B, H, W, C)``;
+    ``input_kind='window'``: ``(T, H, W, C)`` or ``(B, T, H, W, C)`` with ``T`` the (fixed) window,
+    ``window`` (optional) must equal it, and the output must have ``temporal_scale * (T - 1) + 1``
+    frames; ``stride`` (optional) is recorded for video restoration. The example fixes ``C`` (and
+    ``T``) and is used to check (by abstract evaluation, no compile) that the output is ``scale``
+    times larger. Batch, height and width are exported symbolically (height and width as multiples
+    of ``multiple``, ``b * H * W <= max_batch_pixels``; ``None``: no bound). ``controls``: name ->
+    :class:`ControlSpec` (or a dict of its fields); each is passed to ``apply_fn`` as an array
+    ``[b, *shape]``. ``platforms``: lowering platforms, e.g. ``("cpu", "cuda")`` (default: the
+    current backend); the function runs only on those. ``manifest_extra`` is stored under
+    ``manifest["extra"]`` (JSON-serialisable: checkpoint step, config name, ...). ``pad_mode``: how
+    the loader pads to the multiple (``jnp.pad`` mode).
     """
     out_dir = pathlib.Path(out_dir)
+    if input_kind not in BUNDLE_INPUT_KINDS:
+        raise ValueError(f"input_kind must be one of {BUNDLE_INPUT_KINDS}, got {input_kind!r}")
     shape = tuple(int(s) for s in example_input_shape)
-    if len(shape) not in (3, 4) or min(shape) < 1:
-        raise ValueError(f"example_input_shape must be (H, W, C) or (B, H, W, C) with positive sizes, got {example_input_shape}")
-    for name, v in (("multiple", multiple), ("scale", scale)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    b_ex, t_ex, h_in, w_in, channels = _example_shape(input_kind, shape, window)
+    multiple = _check_positive("multiple", multiple)
+    scale = _check_positive("scale", scale)
+    temporal_scale = _check_positive("temporal_scale", temporal_scale)
+    if input_kind == "image" and (temporal_scale != 1 or stride is not None):
+        raise ValueError("temporal_scale= and stride= are for input_kind='window'")
+    if stride is not None:
+        stride = _check_positive("stride", stride)
+    if max_batch_pixels is not None:
+        max_batch_pixels = _check_positive("max_batch_pixels", max_batch_pixels)
+        if max_batch_pixels < multiple * multiple:
+            raise ValueError(f"max_batch_pixels={max_batch_pixels} is below one {multiple}x{multiple} input")
     if pad_mode not in ("reflect", "symmetric", "edge", "constant"):
         raise ValueError(f"pad_mode must be 'reflect', 'symmetric', 'edge' or 'constant', got {pad_mode!r}")
-    channels = shape[-1]
     in_dtype = jnp.dtype(dtype)
     specs = {str(k): ControlSpec.of(str(k), v) for k, v in (controls or {}).items()}
     extra = dict(manifest_extra or {})
@@ -201,36 +280,41 @@ def export_bundle(
     def exported_fn(flat_params, x, ctrl):
         return apply_fn(unflatten_params(flat_params, treedef, keys), x, **ctrl)
 
-    # Abstract check on the example (padded to the multiple): output must be scale x the input.
-    b_ex = shape[0] if len(shape) == 4 else 1
-    h_ex, w_ex = (-(-shape[-3] // multiple) * multiple, -(-shape[-2] // multiple) * multiple)
+    # Abstract check on the example (padded to the multiple): output must be scale x the input
+    # (and, for windows, temporal_scale * (T - 1) + 1 frames).
+    h_ex, w_ex = -(-h_in // multiple) * multiple, -(-w_in // multiple) * multiple
+    frames = (t_ex,) if input_kind == "window" else ()
+    t_out = temporal_scale * (t_ex - 1) + 1 if input_kind == "window" else 0
+    ex_in = (b_ex, *frames, h_ex, w_ex, channels)
+    want = (b_ex, *((t_out,) if frames else ()), h_ex * scale, w_ex * scale)
+    layout = "NTHWC" if frames else "NHWC"
     ex_ctrl = {k: jax.ShapeDtypeStruct((b_ex,) + s.shape, np.dtype(s.dtype)) for k, s in specs.items()}
     flat_sds = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in flat.items()}
-    out_ex = jax.eval_shape(exported_fn, flat_sds, jax.ShapeDtypeStruct((b_ex, h_ex, w_ex, channels), in_dtype), ex_ctrl)
-    if not isinstance(out_ex, jax.ShapeDtypeStruct) or len(out_ex.shape) != 4:
-        raise ValueError(f"apply_fn must return one NHWC array; for input ({b_ex}, {h_ex}, {w_ex}, {channels}) it returned {out_ex}")
-    if out_ex.shape[:3] != (b_ex, h_ex * scale, w_ex * scale):
-        raise ValueError(
-            f"apply_fn maps ({b_ex}, {h_ex}, {w_ex}, {channels}) to {tuple(out_ex.shape)}, expected "
-            f"({b_ex}, {h_ex * scale}, {w_ex * scale}, C): check scale={scale}"
-        )
+    out_ex = jax.eval_shape(exported_fn, flat_sds, jax.ShapeDtypeStruct(ex_in, in_dtype), ex_ctrl)
+    if not isinstance(out_ex, jax.ShapeDtypeStruct) or len(out_ex.shape) != len(ex_in):
+        raise ValueError(f"apply_fn must return one {layout} array; for input {ex_in} it returned {out_ex}")
+    if tuple(out_ex.shape[:-1]) != want:
+        what = f"scale={scale}" + (f", temporal_scale={temporal_scale}" if frames else "")
+        raise ValueError(f"apply_fn maps {ex_in} to {tuple(out_ex.shape)}, expected {(*want, 'C')}: check {what}")
 
-    x_shape = jax.export.symbolic_shape(_input_spec(multiple, channels))
+    x_shape, x_spec = _symbolic_input(input_kind, t_ex, multiple, channels, max_batch_pixels)
     b = x_shape[0]
     x_sds = jax.ShapeDtypeStruct(x_shape, in_dtype)
     ctrl_sds = {k: jax.ShapeDtypeStruct((b,) + s.shape, np.dtype(s.dtype)) for k, s in specs.items()}
     try:
         exp = jax.export.export(jax.jit(exported_fn), platforms=platforms)(flat_sds, x_sds, ctrl_sds)
     except Exception as exc:  # noqa: BLE001 - add the context the user needs, keep the cause
+        bound = f", b*H*W <= {max_batch_pixels}" if max_batch_pixels is not None else ""
         raise ValueError(
-            f"jax.export failed for input shape {x_shape} (symbolic batch / height / width): "
+            f"jax.export failed for input shape ({x_spec}) (symbolic batch / height / width{bound}): "
             f"{type(exc).__name__}: {exc}\nThe model must not branch in Python on the batch or image size "
-            "(use jnp ops or shapes derived by arithmetic), and every size it divides must be a divisor of "
-            f"multiple={multiple}."
+            "(use jnp ops or shapes derived by arithmetic), every size it divides must be a divisor of "
+            f"multiple={multiple}, and a size comparison it makes must be decidable under the bound "
+            "(pass a smaller max_batch_pixels)."
         ) from exc
     out_aval = exp.out_avals[0] if len(exp.out_avals) == 1 else None
-    if out_aval is None or out_aval.ndim != 4:
-        raise ValueError(f"apply_fn must return one NHWC array, got {exp.out_avals}")
+    if out_aval is None or out_aval.ndim != len(ex_in):
+        raise ValueError(f"apply_fn must return one {layout} array, got {exp.out_avals}")
 
     stored_dtypes = {}
     to_save = {}
@@ -238,15 +322,29 @@ def export_bundle(
         to_save[key], orig = _storable(arr)
         if orig is not None:
             stored_dtypes[key] = orig
+    if frames:
+        signature = (
+            f"f(params: {{path: array}}, x: [b, {t_ex}, h, w, C], controls: {{name: [b, *shape]}}) "
+            f"-> [b, {t_out}, h*scale, w*scale, C_out]"
+        )
+        kind_fields = {"kind": "window", "window": t_ex, "temporal_scale": temporal_scale}
+        if stride is not None:
+            kind_fields["stride"] = stride
+    else:
+        signature = "f(params: {path: array}, x: [b, h, w, C], controls: {name: [b, *shape]}) -> [b, h*scale, w*scale, C_out]"
+        kind_fields = {"kind": "image"}
     manifest = {
         "format": BUNDLE_FORMAT,
-        "format_version": BUNDLE_FORMAT_VERSION,
+        # Image bundles stay readable by loaders of format 1; window inputs need format 2.
+        "format_version": BUNDLE_FORMAT_VERSION if frames else 1,
         "method": method,
+        **kind_fields,
         "scale": int(scale),
         "multiple": int(multiple),
         "pad_mode": pad_mode,
+        "max_batch_pixels": max_batch_pixels,
         "input": {
-            "layout": "NHWC",
+            "layout": layout,
             "channels": channels,
             "color": "RGB" if channels == 3 else f"{channels} channels",
             "dtype": in_dtype.name,
@@ -254,7 +352,7 @@ def export_bundle(
             "shape": str(tuple(x_shape)),
         },
         "output": {
-            "layout": "NHWC",
+            "layout": layout,
             "channels": int(out_aval.shape[-1]),
             "dtype": np.dtype(out_aval.dtype).name,
             "range": [float(output_range[0]), float(output_range[1])],
@@ -263,7 +361,7 @@ def export_bundle(
         "controls": {k: s.to_json() for k, s in specs.items()},
         "function": {
             "file": FUNCTION_FILE,
-            "signature": "f(params: {path: array}, x: [b, h, w, C], controls: {name: [b, *shape]}) -> [b, h*scale, w*scale, C_out]",
+            "signature": signature,
             "platforms": list(exp.platforms),
             "calling_convention_version": int(exp.calling_convention_version),
         },

@@ -7,8 +7,8 @@ to the ``crop_size`` the model expects, calls ``restore_fn`` on it, and warps th
 a feathered blend. For a super-resolution model (``scale > 1``) the rest of the photo is upscaled
 by MATLAB bicubic so the restored faces are pasted into a canvas of the output size.
 
-    from restore_jax.inference import Restorer, restore_faces_in_photo
-    r = Restorer.from_checkpoint("runs/demo")
+    from restore_jax.inference import restore_faces_in_photo
+    r = restore_jax.api.load_restorer("runs/demo")
     out, faces = restore_faces_in_photo(photo, r, crop_size=16, scale=r.scale)
 
 The face nets need the face-api weights (``RESTORE_JAX_FACE_API`` or ``../shared/weights/face-api``);

@@ -735,22 +735,31 @@ class Restorer:
     # -- export ----------------------------------------------------------------------------------
 
     def export(self, out_dir: PathLike, *, platforms=None, overwrite: bool = False) -> pathlib.Path:
-        """Write a ``jax.export`` bundle of this model (``docs/inference.md``)."""
+        """Write a ``jax.export`` bundle of this model (``docs/inference.md``).
+
+        Image models take ``[b, h, w, C]``; window models (``video_mode``) a window of frames
+        ``[b, window, h, w, C]`` and return ``[b, temporal_scale * (window - 1) + 1, h*s, w*s, C]``.
+        Batch, height and width are symbolic; controls become inputs ``[b, *shape]``."""
         from restore_jax.inference.export import export_bundle
 
-        if self.video_mode is not None:
-            raise RestorerError(
-                f"method {self.method!r} is a window video model; export bundles take one image batch [b, h, w, C] "
-                "and have no multi-frame signature yet (restore videos with restorer.video / restore-jax restore)"
-            )
         side = max(self.multiple, 16)
         side = -(-side // self.multiple) * self.multiple
         config = self.config.to_dict() if hasattr(self.config, "to_dict") else self.config
+        if self.video_mode is not None:
+            v = self.video_mode
+            kind = dict(
+                example_input_shape=(1, v["window"], side, side, self.channels),
+                input_kind="window",
+                window=v["window"],
+                temporal_scale=v["temporal_scale"],
+                stride=v["stride"],
+            )
+        else:
+            kind = dict(example_input_shape=(side, side, self.channels))
         return export_bundle(
             self.apply,
             self.params,
             out_dir,
-            example_input_shape=(side, side, self.channels),
             multiple=self.multiple,
             scale=self.scale,
             method=self.method,
@@ -758,6 +767,7 @@ class Restorer:
             manifest_extra={"step": self.step, "config": config},
             platforms=platforms,
             overwrite=overwrite,
+            **kind,
         )
 
 

@@ -25,10 +25,21 @@ def mse_loss(pred: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
     return jnp.mean(jnp.square(_diff(pred, target)))
 
 
-def charbonnier_loss(pred: jnp.ndarray, target: jnp.ndarray, eps: float = 1e-3) -> jnp.ndarray:
-    """Mean of ``sqrt((pred - target)^2 + eps^2)``: a smooth L1 (Charbonnier penalty), float32 scalar."""
+REDUCTIONS = ("sum", "mean")
+
+
+def charbonnier_loss(pred: jnp.ndarray, target: jnp.ndarray, eps: float = 1e-3, *, reduction: str = "mean") -> jnp.ndarray:
+    """``sqrt((pred - target)^2 + eps^2)`` (a smooth L1, the Charbonnier penalty) averaged over every
+    element (``reduction='mean'``) or summed (``'sum'``); float32 scalar.
+
+    ``eps^2`` is formed in Python (double) precision and enters the float32 sum rounded once:
+    ``eps = 1e-3`` adds exactly ``float32(1e-6)``, the constant of the PyTorch references.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; choose one of {REDUCTIONS}")
     d = _diff(pred, target)
-    return jnp.mean(jnp.sqrt(jnp.square(d) + eps * eps))
+    per_element = jnp.sqrt(jnp.square(d) + eps * eps)
+    return jnp.sum(per_element) if reduction == "sum" else jnp.mean(per_element)
 
 
 PIXEL_LOSSES = {"l1": l1_loss, "mse": mse_loss, "charbonnier": charbonnier_loss}

@@ -2,13 +2,14 @@
 
 Public entry points (imported lazily so ``restore_jax.errors`` stays light)::
 
-    Trainer(config).fit(workdir)            # restore_jax.train.loop
-    train(config, workdir), evaluate_checkpoint(config, workdir, step=None)
+    Trainer(config, method).fit(workdir)    # restore_jax.train.loop (method: a methods.api.Method)
+    train(config, method, workdir), evaluate_checkpoint(config, method, workdir, step=None)
     TrainState                              # restore_jax.train.state
     Recipe                                  # restore_jax.train.recipe
-    load_config("configs/<method>.py:<preset>", overrides)
-    register_evaluator(name)                # restore_jax.train.evaluation
+    Evaluator, BUILTIN_EVALUATORS           # restore_jax.train.evaluation
     initialize()                            # restore_jax.train.distributed
+
+``restore_jax.api`` resolves ``config.method`` to its ``Method`` (``api.make_trainer(config)``).
 
 See docs/engine.md.
 """
@@ -24,8 +25,8 @@ _EXPORTS = {
     "evaluate_checkpoint": "restore_jax.train.loop",
     "TrainState": "restore_jax.train.state",
     "Recipe": "restore_jax.train.recipe",
-    "load_config": "restore_jax.train.config_loading",
-    "register_evaluator": "restore_jax.train.evaluation",
+    "Evaluator": "restore_jax.train.evaluation",
+    "BUILTIN_EVALUATORS": "restore_jax.train.evaluation",
     "initialize": "restore_jax.train.distributed",
     "ConfigError": "restore_jax.errors",
     "CheckpointError": "restore_jax.errors",

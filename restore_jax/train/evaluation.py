@@ -31,8 +31,9 @@ from jax.experimental import multihost_utils
 
 from restore_jax.locations import resolve_user_path, shared_data
 from restore_jax.metrics import psnr, ssim
-from restore_jax.ops import imresize
+from restore_jax.ops import imresize, quantize_8bit
 from restore_jax.train.mesh import batch_shards, make_global_batch
+from restore_jax.train.tables import Column, format_table
 
 @dataclasses.dataclass(frozen=True)
 class Evaluator:
@@ -87,10 +88,6 @@ def write_results(workdir: str | pathlib.Path, step: int, results: Mapping[str, 
 # sr_psnr_ssim
 
 
-def _quantize(x: jax.Array) -> jax.Array:
-    return jnp.round(jnp.clip(x, 0.0, 1.0) * 255.0) / 255.0
-
-
 def _sr_metrics_fn(predict_fn, *, scale: int, crop: int, y_channel: bool, lr_key: str, hr_key: str, images: bool = False):
     """Jitted ``(params, batch) -> per-example {psnr, ssim, bicubic_psnr, bicubic_ssim}``.
 
@@ -99,9 +96,9 @@ def _sr_metrics_fn(predict_fn, *, scale: int, crop: int, y_channel: bool, lr_key
     """
 
     def fn(params, batch):
-        out = _quantize(predict_fn(params, batch))
-        bic = _quantize(imresize(batch[lr_key].astype(jnp.float32), scale=scale))
-        hr = _quantize(batch[hr_key].astype(jnp.float32))
+        out = quantize_8bit(predict_fn(params, batch))
+        bic = quantize_8bit(imresize(batch[lr_key].astype(jnp.float32), scale=scale))
+        hr = quantize_8bit(batch[hr_key].astype(jnp.float32))
         kw = dict(crop_border=crop, y_channel=y_channel, data_range=1.0)
         metrics = {
             "psnr": psnr(out, hr, **kw),
@@ -245,21 +242,27 @@ def _real_faces_data_config(data_config, root: pathlib.Path, scale: int):
     return cfg
 
 
+_SR_COLUMNS = (
+    Column("dataset", 18, align="<"),
+    Column("n", 5),
+    Column("PSNR model", 11, ".2f"),
+    Column("PSNR bicubic", 13, ".2f"),
+    Column("SSIM model", 11, ".4f"),
+    Column("SSIM bicubic", 13, ".4f"),
+)
+_ID_COLUMNS = (Column("ID-L2 model", 12, ".4f"), Column("ID-L2 bicubic", 14, ".4f"))
+
+
 def _table(title: str, rows: list[tuple[str, Mapping[str, float]]]) -> str:
     with_id = any("id_l2" in r for _, r in rows)
-    head = f"{'dataset':<18} {'n':>5} {'PSNR model':>11} {'PSNR bicubic':>13} {'SSIM model':>11} {'SSIM bicubic':>13}"
-    if with_id:
-        head += f" {'ID-L2 model':>12} {'ID-L2 bicubic':>14}"
-    lines = [title, head, "-" * len(head)]
+    columns = _SR_COLUMNS + (_ID_COLUMNS if with_id else ())
+    cells = []
     for name, r in rows:
-        line = (
-            f"{name:<18} {int(r['n']):>5} {r['psnr']:>11.2f} {r['bicubic_psnr']:>13.2f} "
-            f"{r['ssim']:>11.4f} {r['bicubic_ssim']:>13.4f}"
-        )
+        row = [name, int(r["n"]), r["psnr"], r["bicubic_psnr"], r["ssim"], r["bicubic_ssim"]]
         if with_id:
-            line += f" {r['id_l2']:>12.4f} {r['bicubic_id_l2']:>14.4f}" if "id_l2" in r else f" {'-':>12} {'-':>14}"
-        lines.append(line)
-    return "\n".join(lines)
+            row += [r["id_l2"], r["bicubic_id_l2"]] if "id_l2" in r else ["-", "-"]
+        cells.append(row)
+    return format_table(title, columns, cells)
 
 
 def sr_psnr_ssim(ctx: EvalContext) -> dict[str, float]:

@@ -31,10 +31,11 @@ from jax.experimental import multihost_utils
 
 from restore_jax.errors import CheckpointError, NonFiniteError
 from restore_jax.methods.api import Method
+from restore_jax.nn.params import count_params
 from restore_jax.train import evaluation as evaluation_lib
 from restore_jax.train import mesh as mesh_lib
 from restore_jax.train.optim import make_optimizers
-from restore_jax.train.state import TrainState, count_params, graphdefs_of, make_init_fn
+from restore_jax.train.state import TrainState, graphdefs_of, make_init_fn
 from restore_jax.train.steps import build_step, contrastive_init_extras, make_predict_fn
 
 _LOW_OPT = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}

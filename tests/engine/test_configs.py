@@ -165,3 +165,11 @@ def test_validate_sizes_divisible_by_the_model_factor():
     c.eval.sr_psnr_ssim.batch_size = 6
     with pytest.raises(ConfigError, match=r"eval.sr_psnr_ssim.batch_size=6 must be divisible"):
         check_config(c, num_devices=4)
+
+
+def test_warmup_longer_than_the_run_is_a_config_error():
+    # a raw ValueError from the schedule builder before: now a fix-it message at config time
+    c = load_config("baseline_sr:ci", ["--config.train.num_steps=2"])
+    with pytest.raises(ConfigError, match=r"optim.warmup_steps=2 must be in \[0, train.num_steps=2\)"):
+        check_config(c, num_devices=8)
+    check_config(load_config("baseline_sr:ci", ["--config.train.num_steps=2", "--config.optim.warmup_steps=1"]), num_devices=8)

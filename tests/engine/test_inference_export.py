@@ -19,10 +19,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from restore_jax.inference.bundle_loader import BundleError, load_bundle
-from restore_jax.inference.export import ControlSpec, export_bundle
+from restore_jax.inference.export import DEFAULT_MAX_BATCH_PIXELS, ControlSpec, export_bundle
 from restore_jax.ops.pixel import pixel_shuffle, pixel_unshuffle
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 _NP_RNG = np.random.default_rng(0)
@@ -76,6 +76,54 @@ def bundle(bundle_dir):
     return load_bundle(bundle_dir)
 
 
+class TinyWindow(nnx.Module):
+    """A window model ``[b, 3, h, w, 3] -> [b, 5, 2h, 2w, 3]`` (frames and their mid-points, x2 in
+    space) with a per-window gain ``g``; works at half resolution (needs sizes divisible by 2)."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.up = nnx.Conv(12, 3 * 16, (3, 3), kernel_init=_np_init, bias_init=_np_init, rngs=rngs)
+
+    def __call__(self, x, g):
+        b, t, h, w, c = x.shape
+        mid = 0.5 * (x[:, :-1] + x[:, 1:])
+        seq = jnp.concatenate([jnp.stack([x[:, :-1], mid], axis=2).reshape(b, 2 * (t - 1), h, w, c), x[:, -1:]], axis=1)
+        y = pixel_shuffle(jnp.tanh(self.up(pixel_unshuffle(seq.reshape(b * (2 * t - 1), h, w, c), 2))), 4)
+        return y.reshape(b, 2 * t - 1, 2 * h, 2 * w, 3) * g[:, None, None, None, None]
+
+
+WIN_GRAPHDEF, WIN_PARAMS = nnx.split(TinyWindow(nnx.Rngs(1)), nnx.Param)
+
+
+def window_fn(params, x, *, g):
+    return nnx.merge(WIN_GRAPHDEF, params)(x, g)
+
+
+live_window = jax.jit(window_fn)
+GAIN = {"g": ControlSpec(default=1.0, min=0.0, max=2.0, description="output gain")}
+
+
+@pytest.fixture(scope="module")
+def window_bundle_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundle") / "tiny_window"
+    return export_bundle(
+        window_fn, WIN_PARAMS, out, example_input_shape=(3, 8, 8, 3), input_kind="window", temporal_scale=2,
+        stride=2, multiple=2, scale=2, controls=GAIN, method="tiny_window",
+    )
+
+
+@pytest.fixture(scope="module")
+def window_bundle(window_bundle_dir):
+    return load_bundle(window_bundle_dir)
+
+
+def _window_reference(x, g):
+    """Live window model on ``x [b, 3, h, w, 3]`` padded like the loader pads (reflect, bottom / right), cropped."""
+    b, _, h, w, _ = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="reflect")
+    y = np.asarray(live_window(WIN_PARAMS, xp, g=np.broadcast_to(np.asarray(g, np.float32), (b,))))
+    return y[:, :, : 2 * h, : 2 * w]
+
+
 def _reference(x, u, multiple=4, scale=2):
     """Live model on the input padded like the loader promises (reflect, bottom / right), cropped."""
     b, h, w, _ = x.shape
@@ -105,6 +153,8 @@ def test_bundle_files_and_manifest(bundle_dir):
     assert names == ["bundle_loader.py", "function.jaxexport", "manifest.json", "params.npz"]
     m = json.loads((bundle_dir / "manifest.json").read_text())
     assert m["format"] == "restore_jax.bundle" and m["method"] == "tiny_sr"
+    assert m["kind"] == "image" and m["format_version"] == 1  # image bundles stay readable by format-1 loaders
+    assert m["max_batch_pixels"] == DEFAULT_MAX_BATCH_PIXELS and "window" not in m
     assert m["scale"] == 2 and m["multiple"] == 4 and m["pad_mode"] == "reflect"
     assert m["jax_version"] == jax.__version__
     assert m["input"]["layout"] == m["output"]["layout"] == "NHWC"
@@ -162,27 +212,34 @@ def report(tag):
     print(tag, "FLAX", flax, "PROJECT", project)
 
 
-bundle_dir, x_path, out_dir = sys.argv[1:4]
-x = np.load(x_path)
+bundle_dir, window_dir, x_path, xw_path, out_dir = sys.argv[1:6]
+x, xw = np.load(x_path), np.load(xw_path)
 sys.path.insert(0, bundle_dir)  # 1. the copy of the loader shipped inside the bundle
 from bundle_loader import load_bundle as standalone_load
 
 np.save(out_dir + "/standalone.npy", standalone_load(bundle_dir)(x, u=0.25))
+np.save(out_dir + "/standalone_window.npy", standalone_load(window_dir)(xw, g=0.75))
 report("standalone")
 from restore_jax.inference.bundle_loader import load_bundle  # 2. through the installed package
 
 np.save(out_dir + "/package.npy", load_bundle(bundle_dir)(x, u=0.25))
+np.save(out_dir + "/package_window.npy", load_bundle(window_dir)(xw, g=0.75))
 report("package")
 """
 
 
-def test_loader_runs_without_flax(bundle_dir, tmp_path):
+def test_loader_runs_without_flax(bundle_dir, window_bundle_dir, tmp_path):
     x = _img(2, 11, 14, 3, seed=4)
+    xw = _img(2, 3, 7, 6, 3, seed=5)
     np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "xw.npy", xw)
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO_ROOT))
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run(
-        [sys.executable, "-c", _LOADER_SCRIPT, str(bundle_dir), str(tmp_path / "x.npy"), str(tmp_path)],
+        [
+            sys.executable, "-c", _LOADER_SCRIPT, str(bundle_dir), str(window_bundle_dir),
+            str(tmp_path / "x.npy"), str(tmp_path / "xw.npy"), str(tmp_path),
+        ],
         capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -191,9 +248,10 @@ def test_loader_runs_without_flax(bundle_dir, tmp_path):
         "standalone FLAX [] PROJECT []",
         "package FLAX [] PROJECT ['restore_jax', 'restore_jax.inference', 'restore_jax.inference.bundle_loader']",
     ]
-    ref = _reference(x, 0.25)
+    ref, ref_window = _reference(x, 0.25), _window_reference(xw, 0.75)
     for name in ("standalone", "package"):
         np.testing.assert_allclose(np.load(tmp_path / f"{name}.npy"), ref, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(np.load(tmp_path / f"{name}_window.npy"), ref_window, atol=1e-5, rtol=0)
 
 
 def test_bfloat16_params_and_two_platforms(tmp_path):
@@ -226,3 +284,122 @@ def test_export_errors(tmp_path):
         ControlSpec.of("u", {"default": 2.0, "min": 0.0, "max": 1.0})
     with pytest.raises(BundleError, match="no manifest.json"):
         load_bundle(tmp_path / "full")
+
+
+def test_window_round_trip_two_sizes_with_controls(window_bundle, window_bundle_dir):
+    m = json.loads((window_bundle_dir / "manifest.json").read_text())
+    assert (m["kind"], m["window"], m["temporal_scale"], m["stride"], m["format_version"]) == ("window", 3, 2, 2, 2)
+    assert m["input"]["layout"] == m["output"]["layout"] == "NTHWC"
+    assert m["input"]["shape"] == "(b, 3, 2*hk, 2*wk, 3)" and m["output"]["shape"] == "(b, 5, 4*hk, 4*wk, 3)"
+    assert "b" in str(window_bundle.exported.in_avals[len(jax.tree_util.tree_leaves(WIN_PARAMS))].shape)
+    x = _img(2, 3, 7, 9, 3)  # padded to 8 x 10 inside the loader; one gain per window
+    y = window_bundle(x, g=np.array([0.5, 1.5]))
+    assert y.shape == (2, 5, 14, 18, 3)
+    np.testing.assert_allclose(y, _window_reference(x, [0.5, 1.5]), atol=1e-5, rtol=0)
+    x1 = _img(3, 6, 4, 3, seed=1)  # one window, another size, the default gain
+    y1 = window_bundle(x1)
+    assert y1.shape == (5, 12, 8, 3)
+    np.testing.assert_allclose(y1, _window_reference(x1[None], 1.0)[0], atol=1e-5, rtol=0)
+    # tile_fn hands windows of tiles to the raw function
+    tiles = _img(4, 3, 6, 6, 3, seed=2)
+    np.testing.assert_allclose(window_bundle.tile_fn(g=0.5)(tiles), _window_reference(tiles, 0.5), atol=1e-5, rtol=0)
+
+
+def test_window_input_errors(window_bundle):
+    with pytest.raises(BundleError, match=r"windows of exactly 3 frames.*got 4 frames.*stride 2"):
+        window_bundle(_img(4, 8, 8, 3))
+    with pytest.raises(BundleError, match=r"windows of exactly 3 frames.*got 2 frames"):
+        window_bundle(_img(5, 2, 8, 8, 3))
+    with pytest.raises(BundleError, match=r"expected a window of 3 frames \[3, H, W, 3\]"):
+        window_bundle(_img(8, 8, 3))
+    with pytest.raises(BundleError, match="above its maximum"):
+        window_bundle(_img(3, 8, 8, 3), g=3.0)
+
+
+def test_export_window_errors(tmp_path):
+    kw = dict(input_kind="window", temporal_scale=2, multiple=2, scale=2, controls=GAIN)
+    with pytest.raises(ValueError, match="window=4 but example_input_shape"):
+        export_bundle(window_fn, WIN_PARAMS, tmp_path / "a", example_input_shape=(3, 8, 8, 3), window=4, **kw)
+    with pytest.raises(ValueError, match=r"\(T, H, W, C\) or \(B, T, H, W, C\)"):
+        export_bundle(window_fn, WIN_PARAMS, tmp_path / "b", example_input_shape=(8, 8, 3), **kw)
+    with pytest.raises(ValueError, match="check scale=2, temporal_scale=3"):
+        export_bundle(window_fn, WIN_PARAMS, tmp_path / "c", example_input_shape=(3, 8, 8, 3), **{**kw, "temporal_scale": 3})
+    with pytest.raises(ValueError, match="input_kind must be one of"):
+        export_bundle(apply_fn, PARAMS, tmp_path / "d", example_input_shape=(8, 8, 3), input_kind="video")
+    with pytest.raises(ValueError, match="for input_kind='window'"):
+        export_bundle(apply_fn, PARAMS, tmp_path / "e", example_input_shape=(8, 8, 3), temporal_scale=2)
+
+
+def test_max_batch_pixels(tmp_path):
+    path = export_bundle(
+        apply_fn, PARAMS, tmp_path / "small", example_input_shape=(8, 8, 3), multiple=4, scale=2,
+        controls=CONTROLS, max_batch_pixels=2 * 12 * 12,
+    )
+    small = load_bundle(path)
+    assert small.max_batch_pixels == 288
+    x = _img(2, 11, 12, 3)  # padded: 2 x 12 x 12 = 288 pixels, at the bound
+    np.testing.assert_allclose(small(x, u=0.5), _reference(x, 0.5), atol=1e-5, rtol=0)
+    with pytest.raises(BundleError, match=r"at most 288 pixels.*3 x 12 x 12 = 432.*tile_fn"):
+        small(_img(3, 12, 12, 3))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"kind": "video"}, r"unknown input kind 'video'"),
+        ({"kind": "window", "window": 3}, r"kind='window', window=3.*takes x of shape \(b, 4\*hk, 4\*wk, 3\)"),
+        ({"scale": "2"}, r"scale must be a positive integer, got '2'"),
+        ({"multiple": 0}, r"multiple must be a positive integer, got 0"),
+        ({"max_batch_pixels": -1}, r"max_batch_pixels must be a positive integer"),
+        ({"pad_mode": "wrap"}, r"pad_mode 'wrap'"),
+        ({"controls": {}}, r"lists controls \[\], the exported function takes \['u'\]"),
+        ({"controls": {"u": {"shape": [2], "dtype": "float32"}}}, r"control 'u' is float32\[2\]"),
+        ({"input": {"channels": 4, "dtype": "float32"}}, r"4 channels, but the exported function takes x"),
+        ({"function": {"file": "../function.jaxexport"}}, r"plain file name inside the bundle"),
+        ({"format_version": "1"}, r"format_version must be an integer"),
+        ({"format_version": 99}, r"newer than this loader"),
+    ],
+)
+def test_loader_checks_the_manifest(bundle_dir, tmp_path, change, message):
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, **change}))
+    with pytest.raises(BundleError, match=message):
+        load_bundle(copy)
+
+
+def test_window_manifest_must_match_function(window_bundle_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(window_bundle_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for change, message in (
+        ({"window": 4}, r"window=4.*takes x of shape \(b, 3, 2\*hk, 2\*wk, 3\)"),
+        ({"window": 0}, r"window must be a positive integer, got 0"),
+        ({"window": True}, r"window must be a positive integer, got True"),
+        ({"temporal_scale": 1}, r"mean 3 output frames"),
+        ({"stride": "2"}, r"stride must be a positive integer"),
+        ({"kind": "image"}, r"kind='image', 3 channels, but the exported function takes x of shape \(b, 3,"),
+    ):
+        (copy / "manifest.json").write_text(json.dumps({**manifest, **change}))
+        with pytest.raises(BundleError, match=message):
+            load_bundle(copy)
+
+
+def test_format_1_manifest_without_kind_loads_as_image(bundle_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for key in ("kind", "max_batch_pixels"):
+        del manifest[key]
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    old = load_bundle(copy)
+    assert old.kind == "image" and old.max_batch_pixels is None
+    x = _img(1, 8, 12, 3)
+    np.testing.assert_allclose(old(x, u=0.5), _reference(x, 0.5), atol=1e-5, rtol=0)

@@ -1,7 +1,7 @@
 """``imresize_up_integer``: MATLAB bicubic up-scaling by an integer as a polyphase filter.
 
 Reference: ``imresize_np`` (float64 NumPy, MATLAB's contribution matrices; itself checked against a
-loop re-statement of MATLAB's algorithm in ``tests/test_resize.py``).
+loop re-statement of MATLAB's algorithm in ``tests/engine/test_resize.py``).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from restore_jax.ops.color import rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
 from restore_jax.ops.pixel import pixel_shuffle, pixel_unshuffle
+from restore_jax.ops.quantize import quantize_8bit
 from restore_jax.ops.sampling import bilinear_sample, warp
 
 torch = pytest.importorskip("torch")
@@ -102,3 +103,20 @@ def test_sampling_shape_errors():
         bilinear_sample(jnp.zeros((2, 4, 4, 1)), jnp.zeros((1, 3, 2)))
     with pytest.raises(ValueError, match="flow"):
         warp(jnp.zeros((1, 4, 4, 1)), jnp.zeros((1, 4, 5, 2)))
+
+
+def test_quantize_8bit_matches_numpy_uint8_round_trip():
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.uniform(-0.3, 1.3, 5000), [0.0, 1.0, 0.5, -1.0, 2.0]]).astype(np.float32)
+    # independent reference: the uint8 value (round half to even, saturated) read back, in float64
+    ref = np.clip(np.rint(x.astype(np.float64) * 255.0), 0, 255).astype(np.uint8) / 255.0
+    host = quantize_8bit(x)
+    assert isinstance(host, np.ndarray) and host.dtype == np.float32 and host.shape == x.shape
+    np.testing.assert_allclose(host, ref, rtol=0, atol=1e-7)
+    assert host[-3] == np.float32(128 / 255)  # 0.5 * 255 = 127.5: a tie, rounded to even
+    dev = jax.jit(quantize_8bit)(jnp.asarray(x))
+    assert isinstance(dev, jax.Array) and dev.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(dev), ref, rtol=0, atol=1e-7)
+    bf = quantize_8bit(jnp.asarray(x, jnp.bfloat16))  # cast to float32 first
+    assert bf.dtype == jnp.float32
+    assert quantize_8bit([0.2, 0.7]).dtype == np.float32  # lists go through NumPy

@@ -29,6 +29,7 @@ from input_pipelines.sources import (
     VideoSource,
     VimeoSeptupletSource,
     make_source,
+    natural_key,
 )
 
 # ----------------------------------------------------------------------------- helpers
@@ -397,6 +398,13 @@ def test_arrayrecord_round_trip(tmp_path, odd_folder):
     clone = pickle.loads(pickle.dumps(ar))
     assert clone[0]["image"].tobytes() == ar[0]["image"].tobytes()
     assert len(ArrayRecordSource(tmp_path)) == len(folder)  # a folder of .array_record files
+
+
+def test_natural_key_orders_digit_runs_as_numbers():
+    names = ["frame10.png", "frame2.png", "frame1.png", "b1", "a10b2", "a10b10", "a9", "frame02.png"]
+    expected = ["a9", "a10b2", "a10b10", "b1", "frame1.png", "frame2.png", "frame02.png", "frame10.png"]
+    assert sorted(names, key=natural_key) == expected
+    assert natural_key("x12y3") == ["x", 12, "y", 3, ""]
 
 
 def test_make_source_registry(tmp_path):

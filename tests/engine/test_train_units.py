@@ -12,12 +12,14 @@ from flax import nnx
 
 from restore_jax.losses import charbonnier_loss, hinge_d_loss, hinge_g_loss, l1_loss, mse_loss, ns_d_loss, ns_g_loss
 from restore_jax.methods.baseline_sr.model import BaselineSR
+from restore_jax.nn.params import count_params
 from restore_jax.ops import imresize_np
 from restore_jax.train import distributed
 from restore_jax.train import mesh as mesh_lib
 from restore_jax.errors import ConfigError
 from restore_jax.train.logging import format_duration, image_grid
 from restore_jax.train.state import TrainState, split_module
+from restore_jax.train.tables import Column, format_table
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +100,55 @@ def test_pixel_and_adversarial_losses_match_numpy():
     assert float(hinge_g_loss(jnp.asarray(f))) == pytest.approx(-np.mean(f), rel=1e-5)
     with pytest.raises(ValueError, match="shapes differ"):
         l1_loss(jnp.zeros((2, 2)), jnp.zeros((2, 3)))
+
+
+def test_charbonnier_sum_and_mean_match_numpy():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((2, 7, 8, 12, 3), np.float32), rng.random((2, 7, 8, 12, 3), np.float32)
+    b[0, :3] = a[0, :3]  # exact zeros: the eps term alone
+    d = a.astype(np.float64) - b.astype(np.float64)
+    ref = np.sqrt(d * d + 1e-6)  # eps = 1e-3 -> 1e-6 inside the root (the PyTorch references)
+    np.testing.assert_allclose(float(charbonnier_loss(a, b, 1e-3, reduction="sum")), ref.sum(), rtol=1e-5)
+    np.testing.assert_allclose(float(charbonnier_loss(a, b, 1e-3, reduction="mean")), ref.mean(), rtol=1e-5)
+    assert float(charbonnier_loss(a, b, 1e-3)) == float(charbonnier_loss(a, b, 1e-3, reduction="mean"))
+    with pytest.raises(ValueError, match="reduction"):
+        charbonnier_loss(a, b, reduction="max")
+
+
+def test_count_params_counts_param_scalars():
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.linear = nnx.Linear(3, 4, rngs=rngs)  # 3 * 4 + 4
+            self.norm = nnx.BatchNorm(5, rngs=rngs)  # scale + bias: 2 * 5 Params; mean / var are not Params
+            self.convs = nnx.List([nnx.Conv(2, 6, (3, 3), rngs=rngs)])  # 3 * 3 * 2 * 6 + 6
+
+    expected = (3 * 4 + 4) + 2 * 5 + (3 * 3 * 2 * 6 + 6)
+    assert count_params(Net(nnx.Rngs(0))) == expected
+    assert count_params(nnx.eval_shape(lambda: Net(nnx.Rngs(0)))) == expected  # ShapeDtypeStruct leaves
+    _, params, model_state = split_module(Net(nnx.Rngs(0)))
+    assert count_params(params) == expected  # a pure dict (TrainState.params[name]) counts every leaf
+    assert count_params(model_state) == 2 * 5  # BatchNorm mean and var
+    tree = {"a": np.zeros((2, 3)), "b": [np.float32(1.0), jnp.zeros((4,))]}
+    assert count_params(tree) == sum(int(np.prod(np.shape(x))) for x in (tree["a"], *tree["b"])) == 11
+    assert count_params({}) == 0
+
+
+def test_format_table_layout():
+    columns = [Column("name", 6, align="<"), Column("n", 3), Column("psnr", 7, ".2f")]
+    table = format_table("Title", columns, [["ab", 5, 31.4159], ["longer-name", 12, "-"]])
+    expected = "\n".join(
+        [
+            "Title",
+            "name     n    psnr",
+            "------------------",
+            "ab       5   31.42",
+            "longer-name  12       -",
+        ]
+    )
+    assert table == expected
+    assert format_table("T", columns, []) == "T\nname     n    psnr\n------------------"
+    with pytest.raises(ValueError, match="3 columns"):
+        format_table("T", columns, [["a", 1]])
 
 
 def test_untrained_baseline_sr_outputs_matlab_bicubic():

@@ -36,8 +36,10 @@ import numpy as np
 
 from restore_jax.methods.cfmd.data import BUILDERS, SOURCES
 from restore_jax.metrics import psnr, ssim
+from restore_jax.ops import quantize_8bit
 from restore_jax.train.evaluation import EvalContext, Evaluator, gather_to_host, local_eval_batch
 from restore_jax.train.mesh import make_global_batch
+from restore_jax.train.tables import Column, format_table as text_table
 
 METRICS = ("psnr", "ssim", "lpips", "identity")
 FRAME_COUNTS = (5, 7, 9, 11, 13)
@@ -130,10 +132,6 @@ def _eval_batches(config, source, settings, n: int, local_bs: int, split: str) -
 # Metrics.
 
 
-def _quantize(x: jax.Array) -> jax.Array:
-    return jnp.round(jnp.clip(x.astype(jnp.float32), 0.0, 1.0) * 255.0) / 255.0
-
-
 def _identity_enabled(setting: str) -> bool:
     if setting == "off":
         return False
@@ -156,7 +154,7 @@ def image_metrics(out: jax.Array, gt: jax.Array, *, lpips_net=None, identity_net
     :class:`restore_jax.faces.FaceRecognitionNet` (Euclidean descriptor distance). Build both outside
     ``jax.jit`` (their weights become constants of the compiled function).
     """
-    out, gt = _quantize(out), _quantize(gt)
+    out, gt = quantize_8bit(out), quantize_8bit(gt)
     m = {"psnr": psnr(out, gt, data_range=1.0), "ssim": ssim(out, gt, data_range=1.0)}
     if lpips_net is not None:
         m["lpips"] = lpips_net(out, gt)
@@ -281,12 +279,14 @@ def _run(ctx: EvalContext, settings, mode: str) -> tuple[dict[str, float], str]:
 def format_table(title: str, rows: list[tuple[str, str, Mapping[str, float]]]) -> str:
     """The printed result table (model | blurred input for every metric present)."""
     metrics = [m for m in METRICS if any(m in r for _, _, r in rows)]
-    head = f"{'set':<16} {'frames':<7} {'n':>6}" + "".join(f" {m + ' model':>14} {m + ' blurred':>15}" for m in metrics)
-    lines = [title, head, "-" * len(head)]
-    for name, label, r in rows:
-        cells = "".join(f" {r[m]:>14.4f} {r[m + '_blurred']:>15.4f}" for m in metrics)
-        lines.append(f"{name:<16} {label:<7} {int(r['n']):>6}{cells}")
-    return "\n".join(lines)
+    columns = [Column("set", 16, align="<"), Column("frames", 7, align="<"), Column("n", 6)]
+    for m in metrics:
+        columns += [Column(m + " model", 14, ".4f"), Column(m + " blurred", 15, ".4f")]
+    cells = [
+        [name, label, int(r["n"])] + [v for m in metrics for v in (r[m], r[m + "_blurred"])]
+        for name, label, r in rows
+    ]
+    return text_table(title, columns, cells)
 
 
 def cfmd_s2s(ctx: EvalContext) -> dict[str, float]:

@@ -2,7 +2,7 @@
 
 Re-stated from the engineering digest of Lee, Han & Heo, *Continuous Facial Motion Deblurring*
 (spec ``seed_002_003`` Part A, §A1-A4); architecture, assumptions and the parameter count are in
-``docs/cfmd.md``. ``python -m restore_jax.methods.cfmd.model`` prints the parameter break-down.
+``restore_jax/methods/cfmd/README.md``. ``python -m restore_jax.methods.cfmd.model`` prints the parameter break-down.
 
 Generator ``G(b, u)`` = mapping network ``G_M`` + MIMO-UNet ``G_R`` whose 48 residual blocks are
 ContAda blocks:
@@ -43,6 +43,7 @@ from flax import nnx
 
 from restore_jax.nn.attention import ChannelAttention
 from restore_jax.nn.deformable import ModulatedDeformConv
+from restore_jax.nn.params import count_params
 from restore_jax.nn.spectral_norm import SpectralNorm
 
 # --------------------------------------------------------------------------------------------------
@@ -109,11 +110,6 @@ def resize_bilinear(x: jax.Array, height: int, width: int) -> jax.Array:
 def upsample_nearest(x: jax.Array, factor: int) -> jax.Array:
     """Integer nearest-neighbour upsampling (PyTorch ``F.interpolate(scale_factor=factor)``)."""
     return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
-
-
-def count_params(module: nnx.Module) -> int:
-    """Number of trainable scalars (``nnx.Param`` leaves; spectral-norm state excluded)."""
-    return int(sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(module, nnx.Param))))
 
 
 def parameter_breakdown(module: nnx.Module, depth: int = 1) -> dict[str, int]:
@@ -474,7 +470,7 @@ class CFMDDiscriminatorConfig:
         ``base_features * channel_multipliers[k]`` channels. Inputs need ``H, W`` divisible by
         ``2 ** len(channel_multipliers)``.
       spectral_norm: wrap every conv/linear in :class:`SpectralNorm` (its ``u`` vectors are
-        non-``Param`` state: see ``docs/cfmd.md`` for how a training step must carry them).
+        non-``Param`` state: see ``restore_jax/methods/cfmd/README.md`` for how a training step must carry them).
       n_power_iterations: power iterations per training-mode call.
     """
 

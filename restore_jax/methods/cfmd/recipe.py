@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from restore_jax.losses.adversarial import gan_losses
+from restore_jax.losses.pixel import charbonnier_loss
 from restore_jax.methods.cfmd.model import (
     CFMDDiscriminator,
     CFMDDiscriminatorConfig,
@@ -67,8 +68,7 @@ def multiscale_charbonnier(outputs: Sequence[jax.Array], target: jax.Array, eps:
     for out in outputs:
         _, h, w, _ = out.shape
         t = target if (h, w) == target.shape[1:3] else resize_bilinear(target, h, w)
-        d = out.astype(jnp.float32) - t
-        total = total + jnp.mean(jnp.sqrt(d * d + eps * eps))
+        total = total + charbonnier_loss(out, t, eps)
     return total
 
 

@@ -1,7 +1,7 @@
 """CFMD-GAN networks re-stated in PyTorch (NCHW), as a test oracle and a benchmark reference.
 
 Written from ``shared/docs/specs/seed_002_003_cfmd_and_deblur_rotate.md`` Part A (§A3.1-A3.3) and the
-layer choices documented in ``docs/cfmd.md`` / ``restore_jax/models/cfmd.py`` (no code from other
+layer choices documented in ``restore_jax/methods/cfmd/README.md`` / ``restore_jax/methods/cfmd/model.py`` (no code from other
 projects). Module names are this file's own. The structure, in the spec's words:
 
 * generator ``G(b, u) = G_M + G_R``:

@@ -42,11 +42,13 @@ import numpy as np
 
 from restore_jax.inference.chunking import Window, plan_windows
 from restore_jax.metrics import psnr, ssim
+from restore_jax.ops import quantize_8bit
 from restore_jax.config.schema import check_eval_batch
 from restore_jax.errors import ConfigError
 from restore_jax.locations import resolve_user_path
 from restore_jax.train.evaluation import EvalContext, Evaluator, gather_to_host
 from restore_jax.train.mesh import batch_shards, make_global_batch
+from restore_jax.train.tables import Column, format_table
 
 WINDOW, STRIDE, TEMPORAL_SCALE = 4, 3, 2
 DEGRADATIONS = ("data", "clean")
@@ -134,8 +136,9 @@ def validate_eval_settings(config, *, num_devices: int | None = None, process_co
 
 
 def quantize(x: np.ndarray) -> np.ndarray:
-    """Round to 8 bits: ``round(clip(x, 0, 1) * 255) / 255`` (float32)."""
-    return (np.round(np.clip(np.asarray(x, np.float32), 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
+    """Round to 8 bits on the host: :func:`restore_jax.ops.quantize_8bit` of ``np.asarray(x)``, so a
+    float32 NumPy array whatever ``x`` is (JAX arrays included)."""
+    return quantize_8bit(np.asarray(x))
 
 
 def degradation_chain(config, kind: str) -> list[tuple]:
@@ -318,18 +321,13 @@ def _resolve(path: str) -> pathlib.Path:
     return resolve_user_path(path)
 
 
-def _natural_key(text: str) -> list:
-    import re
-
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
-
-
 def load_clip(path: pathlib.Path, start: int, count: int) -> np.ndarray:
     """Frames ``[start, start + count)`` (``count=0``: to the end) of a video file or frame folder, float [0, 1]."""
     if path.is_dir():
         from input_pipelines.image_io import IMAGE_EXTENSIONS, read_image
+        from input_pipelines.sources import natural_key
 
-        files = sorted((f for f in os.listdir(path) if pathlib.Path(f).suffix.lower() in IMAGE_EXTENSIONS), key=_natural_key)
+        files = sorted((f for f in os.listdir(path) if pathlib.Path(f).suffix.lower() in IMAGE_EXTENSIONS), key=natural_key)
         if not files:
             raise FileNotFoundError(f"clip folder {path} has no image files")
         stop = len(files) if count <= 0 else min(len(files), start + count)
@@ -394,19 +392,30 @@ def model_apply_fn(ctx: EvalContext, batch: int) -> ApplyFn:
     return apply
 
 
+_TABLE_COLUMNS = (
+    Column("clip", 22, align="<"),
+    Column("frames", 6),
+    Column("Y-PSNR", 7, ".2f"),
+    Column("bicubic", 7, ".2f"),
+    Column("Y-SSIM", 7, ".4f"),
+    Column("bicubic", 7, ".4f"),
+    Column("RGB-PSNR", 8, ".2f"),
+    Column("bicubic", 7, ".2f"),
+    Column("interp Y-PSNR", 13, ".2f"),
+    Column("bicubic", 7, ".2f"),
+)
+
+
 def _table(title: str, rows: Sequence[tuple[str, int, Mapping[str, float]]]) -> str:
-    head = (
-        f"{'clip':<22} {'frames':>6} {'Y-PSNR':>7} {'bicubic':>7} {'Y-SSIM':>7} {'bicubic':>7} "
-        f"{'RGB-PSNR':>8} {'bicubic':>7} {'interp Y-PSNR':>13} {'bicubic':>7}"
-    )
-    lines = [title, head, "-" * len(head)]
-    for name, n, r in rows:
-        lines.append(
-            f"{name[:22]:<22} {n:>6} {r['psnr_y']:>7.2f} {r['bicubic_psnr_y']:>7.2f} {r['ssim_y']:>7.4f} "
-            f"{r['bicubic_ssim_y']:>7.4f} {r['psnr_rgb']:>8.2f} {r['bicubic_psnr_rgb']:>7.2f} "
-            f"{r.get('psnr_y_interp', float('nan')):>13.2f} {r.get('bicubic_psnr_y_interp', float('nan')):>7.2f}"
-        )
-    return "\n".join(lines)
+    nan = float("nan")
+    cells = [
+        [
+            name[:22], n, r["psnr_y"], r["bicubic_psnr_y"], r["ssim_y"], r["bicubic_ssim_y"], r["psnr_rgb"],
+            r["bicubic_psnr_rgb"], r.get("psnr_y_interp", nan), r.get("bicubic_psnr_y_interp", nan),
+        ]
+        for name, n, r in rows
+    ]
+    return format_table(title, _TABLE_COLUMNS, cells)
 
 
 def vid4(ctx: EvalContext) -> dict[str, float]:

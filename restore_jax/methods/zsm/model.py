@@ -393,8 +393,3 @@ def two_stage_baseline(frames: jnp.ndarray, scale: int = 4) -> jnp.ndarray:
     # interleave: [f0, m01, f1, m12, ...]
     both = jnp.stack([up[:, :-1], mid], axis=2).reshape(b, 2 * (n - 1), h * scale, w * scale, c)
     return jnp.concatenate([both, up[:, -1:]], axis=1)
-
-
-def count_params(module: nnx.Module) -> int:
-    """Number of trainable scalars (``nnx.Param`` leaves)."""
-    return int(sum(x.size for x in jax.tree.leaves(nnx.state(module, nnx.Param))))

@@ -1,7 +1,7 @@
 """Method ``zsm`` (Zooming Slow-Mo): the engine recipe, config checks and inference hooks.
 
 The network is :class:`restore_jax.methods.zsm.model.ZoomingSlowMo`; this module says how the shared
-engine trains, evaluates and runs it (see ``docs/zsm.md``).
+engine trains, evaluates and runs it (see ``restore_jax/methods/zsm/README.md``).
 
 Recipe (``make_recipe``): supervised step, one network ``G``. The batch (``septuplet`` builder)
 gives ``lr [B, 4, h, w, 3]`` (frames 1, 3, 5, 7 of a septuplet, degraded) and ``hr [B, 7, 4h,
@@ -61,6 +61,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from restore_jax.methods.zsm.model import RESIDUALS, ZoomingSlowMo, ZSMConfig
+from restore_jax.losses.pixel import REDUCTIONS, charbonnier_loss
 from restore_jax.ops import imresize
 from restore_jax.errors import ConfigError
 from restore_jax.methods.api import InferenceSpec
@@ -74,7 +75,6 @@ OFFSET_WARN = 50.0
 VIDEO_WINDOW = 4
 VIDEO_STRIDE = 3
 TEMPORAL_SCALE = 2
-REDUCTIONS = ("sum", "mean")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -106,19 +106,6 @@ def build_model(model_config, rngs: nnx.Rngs) -> ZoomingSlowMo:
 # loss
 
 
-def charbonnier(pred: jax.Array, target: jax.Array, *, eps: float = 1e-3, reduction: str = "sum") -> jax.Array:
-    """``sqrt((pred - target)^2 + eps^2)`` summed (``'sum'``) or averaged (``'mean'``), in float32."""
-    if pred.shape != target.shape:
-        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} shapes differ")
-    d = pred.astype(jnp.float32) - target.astype(jnp.float32)
-    per_element = jnp.sqrt(d * d + jnp.float32(eps) ** 2)
-    if reduction == "sum":
-        return jnp.sum(per_element)
-    if reduction == "mean":
-        return jnp.mean(per_element)
-    raise ValueError(f"unknown reduction {reduction!r}; choose one of {REDUCTIONS}")
-
-
 def lr_targets(hr: jax.Array, scale: int) -> jax.Array:
     """Clean LR frames ``[B, T, H/scale, W/scale, 3]``: MATLAB bicubic x(1/scale) of ``hr [B, T, H, W, 3]``."""
     b, t, h, w, c = hr.shape
@@ -139,7 +126,7 @@ def make_loss_fn(config):
         del rng
         hr = batch[hr_key]
         pred, aux = models["G"].forward_with_aux(batch[lr_key], monitor_offsets=True)
-        rec = charbonnier(pred, hr, eps=eps, reduction=reduction)
+        rec = charbonnier_loss(pred, hr, eps=eps, reduction=reduction)
         loss = pixel_weight * rec
         metrics = {
             "loss/rec": rec,
@@ -149,11 +136,11 @@ def make_loss_fn(config):
         }
         if gfi:
             targets = lr_targets(hr, scale)  # frames 0..6 (0-based)
-            first = charbonnier(aux["gfi_first"], targets[:, 1::2], eps=eps, reduction=reduction)
+            first = charbonnier_loss(aux["gfi_first"], targets[:, 1::2], eps=eps, reduction=reduction)
             loss = loss + w1 * first
             metrics["loss/gfi_first"] = first
             if "gfi_second" in aux:
-                second = charbonnier(aux["gfi_second"], targets[:, 2:-1:2], eps=eps, reduction=reduction)
+                second = charbonnier_loss(aux["gfi_second"], targets[:, 2:-1:2], eps=eps, reduction=reduction)
                 loss = loss + w2 * second
                 metrics["loss/gfi_second"] = second
         return loss, metrics

@@ -387,7 +387,7 @@ def _abstract_count(cfg) -> int:
 def test_paper_parameter_count():
     paper = CFMDGeneratorConfig()
     mapping, blocks, rest = _generator_p(paper)
-    assert (mapping, blocks, rest) == (29_248, 8_044_016, 606_851)  # the numbers documented in docs/cfmd.md
+    assert (mapping, blocks, rest) == (29_248, 8_044_016, 606_851)  # the numbers documented in restore_jax/methods/cfmd/README.md
     assert rest + 2 * 8 * sum(2 * _conv_p(c, c, 3) for c in (32, 64, 128)) == 6_807_171  # plain MIMO-UNet (6.8 M)
     b = generator_breakdown(paper)
     assert (b["total"], b["mapping network"], b["ContAda blocks"]) == (mapping + blocks + rest, mapping, blocks)

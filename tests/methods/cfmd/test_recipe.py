@@ -318,7 +318,7 @@ def test_evaluator_bookkeeping_oracle_and_blurred_baseline(t8, tmp_path):
     ssims = {5: []}
     for n in (5, 7):
         (name, src), = E.eval_sets(t8.config, settings)
-        for batch in build_eval(E._eval_data_config(t8.config, src, settings, n), "val", 8):
+        for batch in build_eval(E._eval_data_config(t8.config, src, settings, n), "val", 8, catalog=t8.method.catalog()):
             for j in range(len(batch["blurred"])):
                 if batch["mask"][j] < 0.5:
                     continue
@@ -377,7 +377,9 @@ def test_inference_hooks():
     c = load_config("cfmd:ci")
     spec = R.inference_controls(c)["u"]
     assert (spec.default, spec.min, spec.max) == (0.5, 0.0, 1.0)
-    assert R.size_multiple(c) == 4 and R.output_scale(c) == 1
+    spec = R.inference(c)
+    assert (spec.input_kind, spec.multiple, spec.scale, spec.video_mode) == ("image", 4, 1, None)
+    assert set(spec.controls) == {"u"}
     assert R.inference_controls(load_config("cfmd:ci,plain=True")) == {}
 
 

@@ -22,7 +22,8 @@ import pytest
 import torch
 from flax import nnx
 
-from restore_jax.methods.zsm.model import ZoomingSlowMo, ZSMConfig, count_params
+from restore_jax.methods.zsm.model import ZoomingSlowMo, ZSMConfig
+from restore_jax.nn.params import count_params
 from restore_jax.methods.zsm.torch_ref import DCNSep, ZSMTorch, parameter_links, transplant_from_nnx
 from support.params import nnx_param_names
 
