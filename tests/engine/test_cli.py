@@ -12,7 +12,7 @@ import pytest
 
 from restore_jax import cli
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_help_lists_only_existing_subcommands(capsys):

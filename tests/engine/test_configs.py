@@ -173,3 +173,14 @@ def test_warmup_longer_than_the_run_is_a_config_error():
     with pytest.raises(ConfigError, match=r"optim.warmup_steps=2 must be in \[0, train.num_steps=2\)"):
         check_config(c, num_devices=8)
     check_config(load_config("baseline_sr:ci", ["--config.train.num_steps=2", "--config.optim.warmup_steps=1"]), num_devices=8)
+
+
+def test_config_by_path_or_id_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here
+    by_id, by_path = load_config("zsm:ci"), load_config("configs/zsm.py:ci")
+    assert by_id.method == by_path.method == "zsm" and by_id.to_dict() == by_path.to_dict()
+    own = tmp_path / "mine.py"  # a user's own file, relative to the working directory
+    own.write_text("from restore_jax import config as rc\n\ndef get_config(arg=None):\n    return rc.load_config_file('baseline_sr:ci')\n")
+    assert load_config("mine.py").method == "baseline_sr"
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("elsewhere/zsm.py:ci")  # a path that is neither here nor a shipped config folder

@@ -95,7 +95,7 @@ def test_weights_dir_resolution(tmp_path, monkeypatch):
     assert W.resolve_weights_dir(arg) == arg  # argument first
     assert W.resolve_weights_dir() == env  # then the environment variable
     monkeypatch.delenv(W.ENV_VAR)
-    monkeypatch.setattr(W, "_SHARED_DEFAULT", tmp_path / "absent")
+    monkeypatch.setenv("RESTORE_JAX_SHARED", str(tmp_path / "absent"))  # no shared/ folder
     with pytest.raises(FileNotFoundError, match=r"@vladmandic/face-api.*model/") as info:
         W.resolve_weights_dir()
     assert "tiny_face_detector_model.bin" in str(info.value)

@@ -16,7 +16,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-COLAB = pathlib.Path(__file__).resolve().parents[1] / "colab"
+COLAB = pathlib.Path(__file__).resolve().parents[2] / "colab"
 KERNEL = "restore-jax-notebook-test"
 
 # notebook -> text its outputs must contain (what the notebook is for)

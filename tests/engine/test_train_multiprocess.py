@@ -16,7 +16,7 @@ from restore_jax.train import mesh as mesh_lib
 from restore_jax.api import make_trainer
 from support.engine_data import ArraySRData, tiny_sr_config
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 WORKER = textwrap.dedent(
     """
@@ -27,8 +27,8 @@ WORKER = textwrap.dedent(
     import jax
     from jax.experimental import multihost_utils
     from restore_jax.api import make_trainer
+    sys.path[:0] = [{tests!r}, {engine!r}]  # the test helpers (support) and this test module
     from support.engine_data import ArraySRData
-    sys.path.insert(0, {tests!r})
     from test_train_multiprocess import config
     assert jax.process_count() == 2 and jax.device_count() == 4 and jax.local_device_count() == 2
     result = make_trainer(config(), data_factory=ArraySRData()).fit(sys.argv[1])
@@ -58,7 +58,7 @@ def _free_port() -> int:
 
 def test_two_processes_match_one_process(tmp_path):
     port = _free_port()
-    script = WORKER.format(tests=str(REPO / "tests"))
+    script = WORKER.format(tests=str(REPO / "tests"), engine=str(REPO / "tests" / "engine"))
     procs = []
     for pid in range(2):
         env = dict(os.environ)
