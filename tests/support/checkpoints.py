@@ -37,3 +37,15 @@ def init_checkpoint(config, workdir: pathlib.Path, *, step: int = 1, noise: floa
     finally:
         ckpt.close()
     return pathlib.Path(workdir)
+
+
+def exported_init_checkpoint(spec: str, root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """``init_checkpoint`` of config ``spec`` in ``root/run`` (step 2), exported by ``restore-jax export``
+    to ``root/bundle``; returns ``(workdir, bundle_dir)``."""
+    from restore_jax import api, cli
+
+    workdir, out = root / "run", root / "bundle"
+    init_checkpoint(api.load_config(spec), workdir, step=2)
+    code = cli.main(["export", "--checkpoint", str(workdir), "--out", str(out)])
+    assert code == 0, f"restore-jax export exited {code}"
+    return workdir, out

@@ -15,19 +15,15 @@ import shutil
 import numpy as np
 import pytest
 
-from restore_jax import api, cli
+from restore_jax import api
 from restore_jax.inference import load_bundle
 from restore_jax.inference.bundle_loader import BundleError
-from support.checkpoints import init_checkpoint
+from support.checkpoints import exported_init_checkpoint
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
-    root = tmp_path_factory.mktemp("zsm_export")
-    workdir, out = root / "run", root / "bundle"
-    init_checkpoint(api.load_config("zsm:ci"), workdir, step=2)
-    assert cli.main(["export", "--checkpoint", str(workdir), "--out", str(out)]) == 0
-    return workdir, out
+    return exported_init_checkpoint("zsm:ci", tmp_path_factory.mktemp("zsm_export"))
 
 
 @pytest.fixture(scope="module")
