@@ -58,3 +58,22 @@ def test_an_upward_import_breaks_a_layers_contract(tmp_path):
     )
     assert out.returncode != 0 and "BROKEN" in out.stdout, out.stdout[-2000:] + out.stderr[-1000:]
     assert "layered_demo.low.b -> layered_demo.high.a" in out.stdout
+
+
+def test_config_files_import_only_restore_jax_config():
+    import ast
+
+    allowed = {"__future__", "restore_jax.config"}
+    stdlib = set(sys.stdlib_module_names)
+    for path in sorted((REPO / "configs").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                names = [f"{base}.{a.name}" if base == "restore_jax" else base for a in node.names]
+            else:
+                continue
+            for name in names:
+                ok = name in allowed or name.split(".")[0] in stdlib
+                assert ok, f"{path.name} imports {name}: config files import only restore_jax.config (and the standard library)"
