@@ -20,6 +20,12 @@ _DN = ("NHWC", "HWIO", "NHWC")
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
+def dense(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None = None) -> jnp.ndarray:
+    """``x @ kernel (+ bias)`` at ``Precision.HIGHEST`` (no TF32 / bf16 passes on accelerators)."""
+    y = jnp.matmul(x, kernel, precision=_HIGHEST)
+    return y if bias is None else y + bias
+
+
 def take(weights: Mapping[str, np.ndarray], name: str, shape: Sequence[int], model: str) -> jnp.ndarray:
     """``weights[name]`` as float32 after checking it exists with the expected shape."""
     if name not in weights:

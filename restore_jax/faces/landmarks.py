@@ -139,7 +139,7 @@ class FaceLandmarkNet(nnx.Module):
         for block in self.blocks:
             h = block(h)
         h = jnp.mean(h, axis=(1, 2))  # the final average pool covers the whole (7x7 / 14x14) map
-        out = h @ self.fc_w[...] + self.fc_b[...]
+        out = L.dense(h, self.fc_w[...], self.fc_b[...])
         return out.reshape(x.shape[0], 68, 2) * LANDMARK_SIZE
 
     def predict(self, crops: np.ndarray | jnp.ndarray) -> np.ndarray:

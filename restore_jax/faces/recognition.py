@@ -168,7 +168,7 @@ class FaceRecognitionNet(nnx.Module):
         h = self.features(x.astype(jnp.float32))
         for block in self.blocks:
             h = block(h)
-        return jnp.mean(h, axis=(1, 2)) @ self.fc[...]
+        return L.dense(jnp.mean(h, axis=(1, 2)), self.fc[...])
 
     def embed(self, faces: np.ndarray | jnp.ndarray) -> jnp.ndarray:
         """Descriptors ``[B, 128]`` of aligned face crops ``[B, H, W, 3]`` (or one ``[H, W, 3]``) in [0, 1].

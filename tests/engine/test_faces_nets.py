@@ -371,3 +371,36 @@ def test_detector_and_landmarks_on_face_video(video_faces):
                 pts = A._apply(face.transform, A.five_points(face.landmarks))
                 err = np.linalg.norm(pts - A.face_template(128, template=A.CHIP_TEMPLATE), axis=1)
                 assert err.mean() < 8  # pixels of the 128x128 chip (the nose tip moves with head pitch)
+
+
+def _dot_precisions(fn, *args) -> list:
+    """``precision`` of every dot_general / convolution in the jaxpr of ``fn(*args)`` (nested jaxprs included)."""
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
+                found.append((eqn.primitive.name, eqn.params.get("precision")))
+            for value in eqn.params.values():
+                inner = getattr(value, "jaxpr", None)
+                if inner is not None and hasattr(inner, "eqns"):
+                    walk(inner)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+@pytest.mark.parametrize("which", ["recognition", "landmarks"])
+def test_every_matmul_and_conv_runs_at_highest_precision(which):
+    # Regression: the final matmuls ran at default precision (TF32 on recent GPUs). The jaxpr records
+    # the precision each op asks for, whatever the device, so this holds on CPU-only CI too.
+    if which == "recognition":
+        net, x = FaceRecognitionNet(_weights_of(FaceRecognitionNet.weight_shapes(), 1)), jnp.zeros((1, 150, 150, 3))
+    else:
+        net, x = FaceLandmarkNet(_weights_of(FaceLandmarkNet.weight_shapes("full"), 3), "full"), jnp.zeros((1, 112, 112, 3))
+    ops = _dot_precisions(lambda v: net(v), x)
+    names = {name for name, _ in ops}
+    assert "dot_general" in names and "conv_general_dilated" in names
+    highest = jax.lax.Precision.HIGHEST
+    bad = [(name, p) for name, p in ops if p not in ((highest, highest), highest)]
+    assert not bad, f"ops below HIGHEST precision: {bad[:5]}"
