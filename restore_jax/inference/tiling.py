@@ -9,7 +9,8 @@ tiles and blends the outputs with feathered weights, so
   is padded only up to the size multiple or up to one tile, and the last batch is filled up);
 * device memory is bounded by ``batch_tiles`` tiles (input + activations + output), at most two
   batches in flight (the next batch is dispatched before the previous one is copied back);
-  host memory holds the input, the output canvas and one weight plane.
+  host memory holds the input, the output (in the caller's dtype: ``out`` / ``finalize``) and one
+  float32 band of tile rows; the blend's normaliser is separable (two 1-D sums), so no weight plane.
 
 Tile grid along one axis (input pixels; ``L`` the length, ``m`` the size multiple)::
 
@@ -54,7 +55,7 @@ from collections.abc import Callable, Iterator, Sequence
 import jax
 import numpy as np
 
-__all__ = ["tiled_apply", "tile_starts", "blend_weights_1d", "pad_spatial", "apply_in_batches"]
+__all__ = ["tiled_apply", "tile_starts", "blend_weights_1d", "pad_spatial", "apply_in_batches", "quantizer"]
 
 PAD_MODES = ("reflect", "symmetric", "edge", "constant")
 
@@ -201,6 +202,15 @@ def _check_tiling_args(tile: int, overlap: int, margin: int | None, scale: int, 
     return int(margin)
 
 
+def _separable_weight_sum(starts: Sequence[int], weights: Sequence[np.ndarray], length: int, scale: int) -> np.ndarray:
+    """``sum_k w_k`` along one axis (output pixels, float64): the blend's normaliser is the outer
+    product of the two axes' sums, so no 2-D weight plane is ever held."""
+    total = np.zeros(length, dtype=np.float64)
+    for start, w in zip(starts, weights):
+        total[start * scale : start * scale + len(w)] += w
+    return total
+
+
 def _tiled_core(
     fn: Callable,
     x: np.ndarray,
@@ -214,12 +224,20 @@ def _tiled_core(
     batch_tiles: int,
     pad_mode: str,
     progress: bool,
+    out: np.ndarray | None = None,
+    finalize: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Tiled application to ``x`` of shape ``[B, *inner, H, W, C]`` (``len(inner) == n_inner``).
 
     ``fn`` maps ``[n, *inner, tile, tile, C]`` to ``[n, *inner_out, tile*scale, tile*scale, C_out]``
     (``inner_out`` may differ from ``inner``, e.g. more frames, or none for many-to-one video
     models); the result is ``[B, *inner_out, H*scale, W*scale, C_out]``.
+
+    Host memory is bounded by the output plus one band of tile rows: tiles arrive row by row, a
+    float32 band of ``tile * scale`` output rows accumulates the weighted tiles of one tile row,
+    and the rows no later tile touches are normalised, passed through ``finalize`` (e.g. rounding
+    to uint8) and written into ``out`` (preallocated by the caller in its own dtype, or a float32
+    array made here) before the next tile row starts.
     """
     margin = _check_tiling_args(tile, overlap, margin, scale, multiple)
     _check_pad_mode(pad_mode)
@@ -230,7 +248,7 @@ def _tiled_core(
         raise ValueError(f"empty input of shape {x.shape}")
     hp = max(tile, -(-h // multiple) * multiple)
     wp = max(tile, -(-w // multiple) * multiple)
-    xp = pad_spatial(x, hp - h, wp - w, pad_mode)
+    xp = pad_spatial(x, hp - h, wp - w, pad_mode) if (hp, wp) != (h, w) else x
     ys, xs = tile_starts(hp, tile, overlap), tile_starts(wp, tile, overlap)
     jobs = [(b, i, j) for b in range(bsz) for i in range(len(ys)) for j in range(len(xs))]
 
@@ -241,13 +259,22 @@ def _tiled_core(
     to, oo, mo = tile * scale, overlap * scale, margin * scale
     wy = [blend_weights_1d(to, oo, mo, i > 0, i < len(ys) - 1) for i in range(len(ys))]
     wx = [blend_weights_1d(to, oo, mo, j > 0, j < len(xs) - 1) for j in range(len(xs))]
-    wsum = np.zeros((hp * scale, wp * scale), dtype=np.float64)
-    for i, y0 in enumerate(ys):
-        for j, x0 in enumerate(xs):
-            wsum[y0 * scale : y0 * scale + to, x0 * scale : x0 * scale + to] += np.outer(wy[i], wx[j])
+    inv_y = (1.0 / _separable_weight_sum(ys, wy, hp * scale, scale)).astype(np.float32)
+    inv_x = (1.0 / _separable_weight_sum(xs, wx, wp * scale, scale)[: w * scale]).astype(np.float32)
+    h_out, w_out = h * scale, w * scale
+    band: np.ndarray | None = None  # float32 [*inner_out, to, wp * scale, C_out]: rows ys[i]*s ...
 
-    out = None
+    def emit(b: int, top: int, rows: int) -> None:
+        """Normalise band rows ``[0, rows)`` (output rows ``top + ...``) and write them to ``out``."""
+        rows = min(rows, h_out - top)
+        if rows <= 0:
+            return
+        values = band[..., :rows, :w_out, :] * inv_y[top : top + rows, None, None]  # a fresh array: finalize may reuse it
+        values *= inv_x[:, None]
+        out[b, ..., top : top + rows, :, :] = values if finalize is None else finalize(values)
+
     outputs = apply_in_batches(fn, tiles(), batch_tiles, num_items=len(jobs), progress=progress, desc="tiles")
+    current = None
     for (b, i, j), y in zip(jobs, outputs):
         if y.ndim < 3 or y.shape[-3:-1] != (to, to):
             raise ValueError(
@@ -255,14 +282,50 @@ def _tiled_core(
                 f"{xp.shape[1:-3] + (tile, tile, xp.shape[-1])}; expected spatial size {to}x{to} "
                 f"(tile {tile} x scale {scale}) - check scale="
             )
-        if out is None:
-            acc_dtype = np.float64 if y.dtype == np.float64 else np.float32
-            out = np.zeros((bsz,) + y.shape[:-3] + (hp * scale, wp * scale, y.shape[-1]), dtype=acc_dtype)
-        wgt = np.outer(wy[i], wx[j]).astype(out.dtype)[:, :, None]
-        y0, x0 = ys[i] * scale, xs[j] * scale
-        out[b, ..., y0 : y0 + to, x0 : x0 + to, :] += wgt * y
-    out /= wsum.astype(out.dtype)[:, :, None]
-    return out[..., : h * scale, : w * scale, :]
+        if band is None:
+            band = np.zeros(y.shape[:-3] + (to, wp * scale, y.shape[-1]), dtype=np.float32)
+            want = (bsz,) + y.shape[:-3] + (h_out, w_out, y.shape[-1])
+            if out is None:
+                out = np.empty(want, dtype=np.float32)
+            elif tuple(out.shape) != want:
+                raise ValueError(f"out has shape {tuple(out.shape)}, the tiled result has {want}")
+        if current != (b, i):
+            if current is not None:  # the previous tile row is complete
+                pb, pi = current
+                top = ys[pi] * scale
+                if pb == b:  # rows above the next tile row are final; the rest carries over
+                    done = ys[i] * scale - top
+                    emit(pb, top, done)
+                    band[..., : to - done, :, :] = band[..., done:, :, :]
+                    band[..., to - done :, :, :] = 0.0
+                else:
+                    emit(pb, top, to)
+                    band[...] = 0.0
+            current = (b, i)
+        x0 = xs[j] * scale
+        band[..., :, x0 : x0 + to, :] += np.outer(wy[i], wx[j]).astype(np.float32)[:, :, None] * y
+    if current is not None:
+        emit(current[0], ys[current[1]] * scale, to)
+    return out
+
+
+def quantizer(dtype) -> Callable[[np.ndarray], np.ndarray]:
+    """``finalize`` for :func:`tiled_apply`: float in [0, 1] -> ``uint8`` / ``uint16`` (clip, scale,
+    round half to even), working in place on the band it is given (no extra float copies)."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):
+        raise ValueError(f"quantizer: dtype must be uint8 or uint16, got {dtype}")
+    maxval = float(np.iinfo(dtype).max)
+
+    def finalize(values: np.ndarray) -> np.ndarray:
+        if not np.all(np.isfinite(values)):
+            raise ValueError("the model output contains NaN or infinite values; nothing was written")
+        np.clip(values, 0.0, 1.0, out=values)
+        values *= maxval
+        np.rint(values, out=values)
+        return values.astype(dtype)
+
+    return finalize
 
 
 def tiled_apply(
@@ -277,6 +340,8 @@ def tiled_apply(
     margin: int | None = None,
     pad_mode: str = "reflect",
     progress: bool = False,
+    out: np.ndarray | None = None,
+    finalize: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Apply an image model ``fn`` to ``x`` (``[H, W, C]`` or ``[B, H, W, C]``) tile by tile.
 
@@ -289,16 +354,22 @@ def tiled_apply(
     outermost ``margin`` pixels at shared edges (see the module docstring for the exactness rule).
     ``pad_mode``: how the image is extended up to the size multiple / one tile (``numpy.pad``).
     Returns a NumPy array ``[H*scale, W*scale, C_out]`` (or with the batch axis), float32.
+
+    ``out`` (optional): a preallocated result array of that shape in any dtype, filled row band by
+    row band; ``finalize`` converts each normalised float32 band before it is stored (e.g.
+    :func:`quantizer` for uint8 / uint16), so a large output never exists in float32 on the host.
     """
     x = np.asarray(x)
     if x.ndim == 3:
         return _tiled_core(
             fn, x[None], n_inner=0, tile=tile, overlap=overlap, margin=margin, scale=scale,
             multiple=multiple, batch_tiles=batch_tiles, pad_mode=pad_mode, progress=progress,
+            out=None if out is None else out[None], finalize=finalize,
         )[0]
     if x.ndim != 4:
         raise ValueError(f"tiled_apply expects an image [H, W, C] or a batch [B, H, W, C], got shape {x.shape}")
     return _tiled_core(
         fn, x, n_inner=0, tile=tile, overlap=overlap, margin=margin, scale=scale,
         multiple=multiple, batch_tiles=batch_tiles, pad_mode=pad_mode, progress=progress,
+        out=out, finalize=finalize,
     )

@@ -74,6 +74,50 @@ def test_tiled_equals_untiled(fn, scale):
     np.testing.assert_allclose(y, ref, atol=2e-5, rtol=0)
 
 
+def _upsample_nearest(x, s):
+    return jnp.repeat(jnp.repeat(x, s, axis=1), s, axis=2)
+
+
+up4 = jax.jit(lambda x: _upsample_nearest(x, 4) * 1.2 - 0.1)  # exact under tiling; values leave [0, 1]
+
+
+def test_streamed_uint8_output_equals_rounded_float_output():
+    # Regression (issue 14, host memory): the tiled result can be written band by band straight into a
+    # uint8 / uint16 array; it must equal rounding the float result, clipped, for every pixel.
+    x = _img(37, 52, 3, seed=3)
+    ref = np.asarray(up4(x[None]))[0]
+    for dtype, maxval in ((np.uint8, 255.0), (np.uint16, 65535.0)):
+        out = np.zeros((37 * 4, 52 * 4, 3), dtype)
+        got = tiled_apply(up4, x, tile=16, overlap=8, scale=4, batch_tiles=3, out=out, finalize=tiling.quantizer(dtype))
+        assert np.shares_memory(got, out)
+        want = np.round(np.clip(ref.astype(np.float64), 0, 1) * maxval)  # NumPy rounds half to even too
+        # the blend normalises with float32 reciprocals: a value may sit 1 ulp from a rounding tie
+        assert np.abs(out.astype(np.int64) - want).max() <= 1 and np.mean(out == want) > 0.995
+    with pytest.raises(ValueError, match="out has shape"):
+        tiled_apply(up4, x, tile=16, overlap=8, scale=4, out=np.zeros((10, 10, 3), np.uint8))
+
+
+def test_tiled_host_memory_is_the_output_plus_a_band():
+    # numpy allocations are traced by tracemalloc: the peak while tiling a 1024 x 384 image at x4 into a
+    # preallocated uint8 output is a few float32 bands of tile rows, far below one float32 copy of the
+    # output (4 x the uint8 size), which the whole-canvas accumulation (plus a float64 weight plane) needed.
+    import tracemalloc
+
+    x = _img(1024, 384, 3, seed=4)
+    out = np.zeros((4096, 1536, 3), np.uint8)
+    quant = tiling.quantizer(np.uint8)
+    tiled_apply(up4, x, tile=64, overlap=16, scale=4, batch_tiles=2, out=out, finalize=quant)  # compile first
+    tracemalloc.start()
+    try:
+        tiled_apply(up4, x, tile=64, overlap=16, scale=4, batch_tiles=2, out=out, finalize=quant)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    band = 64 * 4 * 1536 * 3 * 4  # one float32 band of tile rows at full output width
+    assert peak < 3 * band, (peak, band)
+    assert peak < out.nbytes * 4 / 5, (peak, out.nbytes)
+
+
 def test_tiled_batch_and_padded_border():
     x = _img(2, 12, 37, 3, seed=1)  # 12 < tile: padded (reflect) to 16 rows
     ref = np.asarray(conv3(x))
