@@ -166,10 +166,41 @@ class Catalog:
     builders: Mapping[str, BuilderSpec] = dataclasses.field(default_factory=dict)
 
 
+def _missing_paths(source_cfg: Mapping[str, Any], split: str) -> list[str]:
+    """``field=value`` of the path-like source arguments (this split's) that do not exist."""
+    base = dict(source_cfg.get("kwargs") or {})
+    extra = dict((source_cfg.get("splits") or {}).get(split) or {})
+    out = []
+    for key, value in {**base, **extra}.items():
+        field = f"data.source.splits.{split}.{key}" if key in extra else f"data.source.kwargs.{key}"
+        values = value if isinstance(value, (list, tuple)) else [value]
+        pathlike = key in ("root", "path", "paths", "list_file") or any(isinstance(v, str) and os.sep in v for v in values)
+        bad = [v for v in values if pathlike and isinstance(v, str) and v and not os.path.exists(v)]
+        if bad:
+            out.append(f"{field}={bad[0]} does not exist")
+    return out
+
+
+def _build_source(cfg: Mapping[str, Any], split: str, catalog: Catalog) -> Source:
+    """``make_source`` for ``split``; a source that cannot be built (missing folder, wrong arguments,
+    no readable file) is a :class:`~restore_jax.errors.ConfigError` naming the config fields."""
+    from restore_jax.errors import ConfigError
+
+    source_cfg = cfg["source"]
+    try:
+        return make_source(source_cfg, split=split, on_error=cfg.get("on_error"), sources=catalog.sources)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        name = source_cfg.get("name")
+        reason = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        missing = _missing_paths(source_cfg, split)
+        where = "; ".join(missing) if missing else f"check --config.data.source.kwargs (and data.source.splits.{split})"
+        raise ConfigError(f"data.source {name!r} (split {split!r}) cannot be built: {reason}; {where}") from exc
+
+
 def _source_and_builder(data_config: Mapping[str, Any], split: str, partner_seed: int, catalog: Catalog | None):
     catalog = catalog or Catalog()
     cfg = _plain(data_config)
-    src = make_source(cfg["source"], split=split, on_error=cfg.get("on_error"), sources=catalog.sources)
+    src = _build_source(cfg, split, catalog)
     bname = cfg["builder"]["name"]
     spec = get_builder(bname, catalog.builders)
     if spec.num_records > 1:

@@ -24,14 +24,29 @@ This module and :mod:`restore_jax.api` are the only places that turn a method id
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import sys
 import time
+import warnings
 from collections.abc import Sequence
+
+
+def _quiet_library_startup() -> None:
+    """Environment defaults set before anything imports TensorFlow (CLU's TensorBoard writer does):
+    no oneDNN / CPU-feature / "All log messages before absl::InitializeLog()" INFO lines in every
+    run. ``setdefault`` only: a value the person exported wins (``TF_CPP_MIN_LOG_LEVEL=0`` shows
+    them again). Level 1 hides INFO only; warnings and errors of TensorFlow and XLA still print."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # TF is used for TensorBoard/TFDS I/O only
+
+
+_quiet_library_startup()  # at import: `restore-jax` (the entry point) and `python -m restore_jax.cli`
 
 EPILOG = (
     "Overrides: any config field as --config.<section>.<field>=VALUE, e.g. --config.optim.lr=5e-4 "
-    "--config.train.num_steps=2000. Presets: --config configs/baseline_sr.py:demo (paper | small | demo | ci), "
+    "--config.train.num_steps=2000; kwargs sections also take new keys, e.g. --config.data.source.name=image_folder "
+    "--config.data.source.kwargs.root=/data/faces. Presets: --config configs/baseline_sr.py:demo (paper | small | demo | ci), "
     "or by method id from any folder: --config baseline_sr:demo."
 )
 
@@ -142,12 +157,41 @@ def _control_parser(name: str, spec):
     return parse
 
 
+# Exit codes: 0 done; 1 the model cannot be exported (export); 2 a user error (nothing written,
+# or nothing more after the error); 3 training stopped on a non-finite step; 4 restore of a folder
+# finished but some images could not be restored (the others were written; the failures listed);
+# 130 interrupted. See docs/inference.md, "Failure modes".
+EXIT_PARTIAL = 4
+# `train` stopped by SIGTERM (preemption) after its checkpoint was committed: 128 + SIGTERM(15), what
+# a shell reports for a process killed by SIGTERM, so schedulers (Slurm requeue, Kubernetes) and
+# wrapper scripts see "terminated, resumable" rather than success (0) or an error (1, 2). Also when
+# checkpointing is disabled (then the message says that nothing was saved). See docs/engine.md,
+# "Failure modes".
+EXIT_PREEMPTED = 143
+
+
 def _fail(message: str, code: int = 2) -> int:
     print(f"restore-jax: error: {message}", file=sys.stderr)
     return code
 
 
+def _one_line_warnings() -> None:
+    """Warnings this package gives people (e.g. an unreadable checkpoint skipped) as one stderr line,
+    without the source line Python adds; other libraries' warnings keep the default format."""
+    package = str(pathlib.Path(__file__).resolve().parent)
+    default = warnings.formatwarning
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if str(filename).startswith(package):
+            return f"restore-jax: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the process's entry point (not a call from Python code or tests)
+        _one_line_warnings()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "restore":  # two-stage parsing: its options depend on the checkpoint
         return _restore_main(argv[1:])
@@ -158,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return _inference_command(args)
 
-    from restore_jax.errors import CheckpointError, ConfigError, NonFiniteError
+    from restore_jax.errors import CheckpointError, ConfigError, NonFiniteError, WorkdirLockedError
 
     try:
         from restore_jax import api
@@ -168,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = api.load_config(args.config, overrides)
         method = api.method_for(config)
         workdir = pathlib.Path(args.workdir).expanduser()
+        problem = _workdir_problem(workdir)
+        if problem:
+            return _fail(problem)
         if args.command == "eval" and not workdir.is_dir():
             return _fail(f"workdir {workdir} does not exist; train first with: restore-jax train --config {args.config} --workdir {workdir}")
 
@@ -177,12 +224,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train":
             return _train(config, method, workdir, args.config)
         return _eval(config, method, workdir, args.checkpoint)
-    except (ConfigError, CheckpointError) as e:
+    except (ConfigError, CheckpointError, WorkdirLockedError) as e:
         return _fail(str(e))
     except NonFiniteError as e:
         return _fail(str(e), code=3)
     except KeyboardInterrupt:
         return _fail("interrupted", code=130)
+
+
+def _workdir_problem(workdir: pathlib.Path) -> str | None:
+    """Why ``workdir`` cannot be a run folder (it, or a folder above it, is a file), else None."""
+    for p in (workdir, *workdir.absolute().parents):
+        if p.exists():
+            if p.is_dir():
+                return None
+            what = "is a file" if p == workdir else f"cannot be created: {p} is a file"
+            return f"--workdir {workdir} {what}; give a folder (created if missing)"
+    return None
 
 
 def _train(config, method, workdir: pathlib.Path, spec: str) -> int:
@@ -198,13 +256,18 @@ def _train(config, method, workdir: pathlib.Path, spec: str) -> int:
     result = trainer.fit(workdir)
     if main_process:
         wall = time.perf_counter() - t0
-        status = "stopped early" if result.stopped_early else "done"
+        status = "stopped by SIGTERM" if result.preempted else "stopped early" if result.stopped_early else "done"
         print(
             f"{status}: step {result.step}/{config.train.num_steps} in {wall:.1f} s "
             f"(training loop {result.wall_time_s:.1f} s); checkpoints in {workdir / 'checkpoints'}; "
             f"TensorBoard: tensorboard --logdir {workdir / 'tb'}",
             flush=True,
         )
+    if result.preempted:
+        if main_process:
+            saved = f"checkpoint of step {result.checkpoint_step} committed" if result.checkpoint_step is not None else "no checkpoint saved"
+            print(f"restore-jax train: exiting with {EXIT_PREEMPTED} (preempted; {saved})", file=sys.stderr, flush=True)
+        return EXIT_PREEMPTED
     return 0
 
 
@@ -279,8 +342,20 @@ def _restore_main(argv: list[str]) -> int:
 
 
 def _restore_command(args, method, hooks: dict, controls: dict) -> int:
-    from restore_jax.inference.image_io import ImageReadError, check_frames_output
-    from restore_jax.inference.restorer import VIDEO_EXTENSIONS, Restorer, RestorerError
+    from restore_jax.inference.image_io import (
+        ImageReadError,
+        check_frames_output,
+        check_restored_output,
+        read_image_for_restore,
+    )
+    from restore_jax.inference.restorer import (
+        VIDEO_EXTENSIONS,
+        FolderRestoreError,
+        Restorer,
+        RestorerError,
+        check_not_input,
+        plan_folder,
+    )
 
     try:
         src, dst = pathlib.Path(args.input), pathlib.Path(args.output)
@@ -316,6 +391,21 @@ def _restore_command(args, method, hooks: dict, controls: dict) -> int:
                 dst = dst / (src.stem + ".png")
             if src.is_file() and dst.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
                 return _fail(f"output {dst} needs an image extension (.png, .jpg, .webp) or an existing folder")
+            # Checked before the checkpoint is loaded: inputs are never overwritten, names never
+            # collide, and an alpha channel never reaches a JPEG after the model ran.
+            if src.is_dir():
+                plan_folder(src, dst)
+            else:
+                check_not_input(src, dst)
+                if dst.suffix.lower() in (".jpg", ".jpeg"):
+                    try:
+                        check_restored_output(dst, read_image_for_restore(src)[1])
+                    except ImageReadError:
+                        raise
+                    except ValueError as e:  # alpha into a JPEG
+                        return _fail(str(e))
+        if (args.frames is not None or is_video) and check_frames_output(dst) == "video":
+            check_not_input(src, dst)
         restorer = Restorer.from_checkpoint(args.checkpoint, method, step=args.step)
         print(f"restore-jax restore: {restorer}", flush=True)
         tiles = {"tile": args.tile, "overlap": args.overlap}
@@ -332,7 +422,11 @@ def _restore_command(args, method, hooks: dict, controls: dict) -> int:
             out, n = restorer.restore_faces_file(src, dst, crop_size=args.faces, template=args.face_template, **controls)
             print(f"restored {n} face(s); wrote {out}", flush=True)
         elif src.is_dir():
-            written = restorer.restore_folder(src, dst, **tiles, **controls)
+            try:
+                written = restorer.restore_folder(src, dst, **tiles, **controls)
+            except FolderRestoreError as e:  # the others were written: say so, then list the failures
+                print(f"wrote {len(e.written)} image(s) to {dst}", flush=True)
+                return _fail(str(e), code=EXIT_PARTIAL)
             print(f"wrote {len(written)} image(s) to {dst}", flush=True)
         else:
             out = restorer.restore_file(src, dst, **tiles, **controls)
@@ -348,14 +442,18 @@ def _inference_command(args) -> int:
     """``export``: user errors (missing checkpoint, bad paths) exit 2, a model that cannot be lowered 1."""
     from restore_jax import api
     from restore_jax.errors import ConfigError
+    from restore_jax.inference.export import check_platforms
     from restore_jax.inference.restorer import RestorerError
 
     try:
+        try:  # before loading or writing anything: jax.export would lower for any name
+            platforms = None if args.platforms is None else check_platforms(args.platforms)
+        except ValueError as e:
+            return _fail(f"--platforms {args.platforms}: {e}")
         out = pathlib.Path(args.out)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             return _fail(f"--out {out} exists and is not an empty folder; choose a new bundle directory")
         restorer = api.load_restorer(args.checkpoint, step=args.step)
-        platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip()) if args.platforms else None
         try:
             path = restorer.export(out, platforms=platforms)
         except RestorerError:

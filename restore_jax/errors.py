@@ -13,3 +13,7 @@ class NonFiniteError(FloatingPointError):
 
 class CheckpointError(RuntimeError):
     """No usable checkpoint where one was required."""
+
+
+class WorkdirLockedError(RuntimeError):
+    """Another training run holds the workdir's lock (``<workdir>/.lock``)."""

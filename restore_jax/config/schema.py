@@ -114,6 +114,9 @@ def base_config() -> ConfigDict:
     c.checkpoint.best_metric = ""  # e.g. 'synthetic/psnr'; '' disables best-by-metric
     c.checkpoint.best_mode = "max"  # 'max' | 'min'
     c.checkpoint.async_save = True
+    # When checkpoints exist but none is readable, training stops with CheckpointError (exit 2)
+    # instead of silently restarting from step 0; True allows that fresh start.
+    c.checkpoint.allow_fresh_start = False
 
     c.log = ConfigDict()
     c.log.every_steps = 50
@@ -233,27 +236,73 @@ def parse_override_args(args: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 
+# Sections whose keys are free: a data source's / builder's constructor arguments (``kwargs``)
+# and their per-split updates (``splits``). Overrides may add keys inside them (anywhere below).
+FREE_FORM_SECTIONS = ("kwargs", "splits")
+
+
+def _named_sections_changed(config: ConfigDict, overrides: Sequence[tuple[str, str]]) -> list[str]:
+    """Dotted paths of ``{name, kwargs}`` sections (``data.source``, ``data.builder``) whose
+    ``name`` the overrides change (the last override of a key wins)."""
+    final: dict[str, str] = {}
+    for key, text in overrides:
+        if key.endswith(".name"):
+            final[key[: -len(".name")]] = text
+    changed = []
+    for section, text in final.items():
+        node = config
+        for part in section.split("."):
+            node = node.get(part) if isinstance(node, ConfigDict) else None
+        if (
+            isinstance(node, ConfigDict) and isinstance(node.get("name"), str)
+            and isinstance(node.get("kwargs"), ConfigDict) and text != node.name
+        ):
+            changed.append(section)
+    return changed
+
+
 def apply_overrides(config: ConfigDict, overrides: Iterable[tuple[str, str]] | Sequence[str]) -> ConfigDict:
     """Set dotted fields from strings, typed like their defaults; unknown fields are errors.
 
     ``overrides`` is a list of ``(dotted_key, text)`` pairs or of ``--config.key=value`` strings.
     Returns a new ConfigDict (the input is not modified).
+
+    Inside ``kwargs`` and ``splits`` sections (a data source's or builder's arguments,
+    ``FREE_FORM_SECTIONS``) an override may also add a key, e.g. ``--config.data.source.kwargs.root=/x``;
+    a new key's value is read as a Python literal (``3``, ``(64, 48)``, ``True``, ``None``) and
+    otherwise kept as a string. An override that changes the ``name`` of such a section
+    (``--config.data.source.name=image_folder``) starts its ``kwargs`` and ``splits`` empty, whatever
+    the order of the overrides: the previous source's arguments mean nothing to another one.
     """
     overrides = list(overrides)
     if overrides and isinstance(overrides[0], str):
         overrides = parse_override_args(overrides)
     config = ConfigDict(config.to_dict())  # unlocked deep copy with the same types
     known = _flat_keys(config)
+    for section in _named_sections_changed(config, overrides):
+        node = config
+        for part in section.split("."):
+            node = node[part]
+        with node.ignore_type():
+            node.kwargs = ConfigDict()
+            if isinstance(node.get("splits"), ConfigDict):
+                node.splits = ConfigDict()
     for key, text in overrides:
         parent, _, leaf = key.rpartition(".")
-        node = config
+        node, free = config, False
         for part in parent.split(".") if parent else []:
-            node = node.get(part) if isinstance(node, ConfigDict) else None
-        if not isinstance(node, ConfigDict) or leaf not in node:
+            if not isinstance(node, ConfigDict):
+                node = None
+                break
+            if part not in node and free:
+                node[part] = ConfigDict()  # a new key below a kwargs / splits section
+            node = node.get(part)
+            free = free or part in FREE_FORM_SECTIONS
+        if not isinstance(node, ConfigDict) or (leaf not in node and not free):
             close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join('--config.' + c for c in close)}?" if close else ""
             raise ConfigError(f"unknown config field --config.{key}{hint}")
-        value = _parse_value(text, node[leaf], f"--config.{key}")
+        value = _parse_value(text, node.get(leaf), f"--config.{key}")
         with node.ignore_type():
             node[leaf] = value
     return config
@@ -368,13 +417,111 @@ def _validate_optim(o: ConfigDict, name: str) -> None:
         raise ConfigError(f"{name}.restart_weights and {name}.restart_periods must have the same length")
 
 
-def validate(config: ConfigDict, *, num_devices: int | None = None, process_count: int = 1) -> ConfigDict:
+def _accepted_args(factory: Any, skip: int = 0) -> tuple[set[str] | None, set[str]]:
+    """(keyword arguments ``factory`` accepts, or None when it takes ``**kwargs``; required ones)."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(factory).parameters.values())[skip:]
+    except (TypeError, ValueError):
+        return None, set()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        accepted = None
+    else:
+        accepted = {p.name for p in params if p.kind in kinds}
+    required = {p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty}
+    return accepted, required
+
+
+def _check_kwargs(kwargs: Mapping[str, Any], accepted: set[str] | None, required: set[str], what: str, field: str) -> None:
+    """``kwargs`` (one split's constructor arguments) against a factory's signature."""
+    for key in kwargs:
+        if accepted is not None and key not in accepted:
+            close = difflib.get_close_matches(key, sorted(accepted), n=2, cutoff=0.6)
+            hint = f"; did you mean {', '.join(field + '.' + c for c in close)}?" if close else ""
+            if not close and field.startswith("data.source."):
+                hint = "; to read another source, set --config.data.source.name too (its kwargs then start empty)"
+            raise ConfigError(
+                f"{field}.{key}: {what} takes no argument {key!r} (it takes {', '.join(sorted(accepted)) or 'none'}){hint}"
+            )
+    missing = sorted(required - set(kwargs))
+    if missing:
+        example = " ".join(f"--config.{field}.{m}=..." for m in missing)
+        raise ConfigError(f"{field}.{missing[0]} is required by {what} and not set; set it, e.g. {example}")
+
+
+def _validate_data(data: ConfigDict, sources: Mapping[str, Any] | None, builders: Mapping[str, Any] | None) -> None:
+    """The ``data`` section (``input_pipelines.config``): numbers, ``on_error``, and, when the
+    catalog is given, that the source and builder exist and their ``kwargs`` fit their signatures
+    (per split). Files are not looked at here (a restored checkpoint needs no training data): a
+    missing folder is reported when the source is built, before the first step."""
+    for key, minimum in (("num_workers", 0), ("worker_buffer", 1), ("read_threads", 0), ("prefetch_buffer", 0)):
+        if key in data and data[key] is not None:
+            value = data[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(f"data.{key} must be an integer >= {minimum}, got {value!r}")
+    if "on_error" in data and data.on_error is not None:
+        _choice(data.on_error, ("skip", "raise"), "data.on_error")
+    for part in ("source", "builder"):
+        section = data.get(part)
+        if not isinstance(section, ConfigDict):
+            continue
+        if not isinstance(section.get("name"), str) or not section.name:
+            raise ConfigError(f"data.{part}.name must name a {part}, got {section.get('name')!r}")
+        kwargs = section.get("kwargs")
+        if kwargs is not None and not isinstance(kwargs, ConfigDict):
+            raise ConfigError(f"data.{part}.kwargs must be a section of arguments, got {type(kwargs).__name__}")
+    if sources is None or builders is None:
+        return
+    from input_pipelines.builders import BUILDERS
+    from input_pipelines.sources import SOURCES
+
+    src = data.get("source")
+    if isinstance(src, ConfigDict):
+        table = {**SOURCES, **sources}
+        if src.name not in table:
+            raise ConfigError(f"data.source.name={src.name!r} is not a source; known sources: {', '.join(sorted(table))}")
+        accepted, required = _accepted_args(table[src.name])
+        # make_source passes split= and on_error= itself to the sources that take them
+        if accepted is not None:
+            required -= {"split", "on_error"} & accepted
+        base = dict(src.get("kwargs") or {})
+        splits = src.get("splits") or {}
+        what = f"source {src.name!r}"
+        _check_kwargs(base, accepted, required, what, "data.source.kwargs")
+        for split, extra in splits.items():
+            if not isinstance(extra, ConfigDict):
+                raise ConfigError(f"data.source.splits.{split} must be a section of arguments, got {extra!r}")
+            _check_kwargs({**base, **extra}, accepted, required, what, f"data.source.splits.{split}")
+    bld = data.get("builder")
+    if isinstance(bld, ConfigDict):
+        table = {**BUILDERS, **builders}
+        if bld.name not in table:
+            raise ConfigError(f"data.builder.name={bld.name!r} is not a builder; known builders: {', '.join(sorted(table))}")
+        accepted, required = _accepted_args(table[bld.name].fn, skip=2)  # fn(element, rng, **kwargs)
+        _check_kwargs(dict(bld.get("kwargs") or {}), accepted, required, f"builder {bld.name!r}", "data.builder.kwargs")
+
+
+def validate(
+    config: ConfigDict,
+    *,
+    num_devices: int | None = None,
+    process_count: int = 1,
+    sources: Mapping[str, Any] | None = None,
+    builders: Mapping[str, Any] | None = None,
+) -> ConfigDict:
     """Check the engine's sections; raise :class:`ConfigError` with a fix-it message. Returns the config.
 
     ``num_devices`` (the global device count) enables the mesh and batch-divisibility checks. The
     method's own sections are checked by its ``Method.validate`` (``Method.check_config`` runs both).
+    ``sources`` / ``builders`` (the method's own, added to the generic ones of ``input_pipelines``;
+    ``Method.check_config`` passes them) enable the checks of ``data.source`` / ``data.builder``
+    names and arguments.
     """
     _check_section_keys(config, _reference_config(config))
+    if isinstance(config.get("data"), ConfigDict):
+        _validate_data(config.data, sources, builders)
     if not config.method:
         raise ConfigError("config.method is empty; a method config must set it (e.g. 'baseline_sr')")
     t = config.train

@@ -7,7 +7,7 @@ Everything here needs only an apply function and arrays (``docs/inference.md``):
   :func:`per_frame_apply` — temporal windows for video models (optionally tiled);
 * :func:`read_image_for_restore` / :func:`write_restored` / :func:`write_image` /
   :func:`write_frames` — the input normalisation rules (bit depth, grey, alpha) and outputs;
-* :func:`export_bundle` / :func:`load_bundle` — ``jax.export`` bundles loadable with jax + numpy;
+* :func:`export_bundle` / :func:`load_bundle` — ``jax.export`` bundles loadable with only jax (and its dependencies) + flatbuffers;
 * :class:`Restorer` — a training checkpoint (+ its config snapshot) as a restoration function for
   images, videos (:meth:`Restorer.video`) and control sweeps (:meth:`Restorer.sweep`).
 
@@ -43,12 +43,15 @@ _EXPORTS = {
     "restore_output": "image_io",
     "write_image": "image_io",
     "write_restored": "image_io",
+    "check_restored_output": "image_io",
     "write_frames": "image_io",
     "check_frames_output": "image_io",
     "sequence_path": "image_io",
     "restore_faces_in_photo": "face_photo",
     "Restorer": "restorer",
     "RestorerError": "restorer",
+    "FolderRestoreError": "restorer",
+    "plan_folder": "restorer",
     "read_video": "restorer",
 }
 

@@ -1,4 +1,4 @@
-"""Load an exported restoration bundle with nothing but ``jax`` and ``numpy``.
+"""Load an exported restoration bundle with ``jax``, ``numpy`` and ``flatbuffers`` only.
 
 This file imports only the standard library, NumPy and JAX (no Flax, no other ``restore_jax``
 module), so it also works as a stand-alone copy: :func:`restore_jax.inference.export.export_bundle`
@@ -16,6 +16,12 @@ Bundle layout (see ``docs/inference.md``)::
     function.jaxexport   jax.export serialization of f(params, x, controls) -> y, symbolic b/h/w
     params.npz           the parameters, one array per flattened path (no pickle)
     bundle_loader.py     a copy of this file
+    requirements.txt     what loading and running it needs (BUNDLE_REQUIREMENTS): pip install -r
+
+What a bundle needs (:data:`BUNDLE_REQUIREMENTS`, measured in a fresh virtual environment): ``jax``,
+which brings ``jaxlib``, ``numpy``, ``ml_dtypes``, ``opt_einsum`` and ``scipy`` (all of them are
+imported when a bundle runs), and ``flatbuffers``, which ``jax.export``'s deserializer imports
+although jax does not depend on it. Nothing else: no Flax, Orbax or ``restore_jax``.
 
 The loaded callable pads the input (bottom / right, ``manifest['pad_mode']``) to the size
 multiple, checks and fills in the controls, runs the exported function and crops the output.
@@ -29,6 +35,7 @@ import json
 import math
 import os
 import pathlib
+import zipfile
 from collections.abc import Mapping
 from typing import Any, Union
 
@@ -36,7 +43,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Bundle", "BundleError", "load_bundle", "BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "BUNDLE_INPUT_KINDS"]
+__all__ = [
+    "Bundle",
+    "BundleError",
+    "load_bundle",
+    "BUNDLE_FORMAT",
+    "BUNDLE_FORMAT_VERSION",
+    "BUNDLE_INPUT_KINDS",
+    "BUNDLE_REQUIREMENTS",
+]
 
 BUNDLE_FORMAT = "restore_jax.bundle"
 # 1: image bundles (``x [b, H, W, C]``); 2: adds window bundles (``x [b, T, H, W, C]``).
@@ -44,6 +59,12 @@ BUNDLE_FORMAT_VERSION = 2
 #: Input kinds a bundle can have: one image per batch element, or a fixed window of frames.
 BUNDLE_INPUT_KINDS = ("image", "window")
 MANIFEST_FILE = "manifest.json"
+REQUIREMENTS_FILE = "requirements.txt"
+#: The packages loading and running a bundle needs (pip requirement strings; the bundle's
+#: ``requirements.txt`` raises jax's bound to the exporting version). ``jax`` pulls in ``jaxlib``,
+#: ``numpy``, ``ml_dtypes``, ``opt_einsum`` and ``scipy``; ``flatbuffers`` is needed by
+#: ``jax.export.deserialize`` but is not a dependency of jax. pyproject.toml's ``bundle`` extra repeats it.
+BUNDLE_REQUIREMENTS = ("jax>=0.10", "numpy>=1.26", "flatbuffers")
 PAD_MODES = ("reflect", "symmetric", "edge", "constant")
 # jax.default_backend() says "gpu"; exported functions name the GPU platform "cuda" or "rocm".
 _PLATFORM_ALIASES = {"gpu": ("cuda", "rocm")}
@@ -179,7 +200,7 @@ def _check_manifest(path: pathlib.Path, manifest: Mapping[str, Any], exported: A
     fields["params_file"] = _file_name(where, _section(where, manifest, "params"), "params")
 
     # The manifest must describe the exported function (it is what the loader pads, crops and checks by).
-    _, x_aval, ctrl_avals = _signature(exported)
+    param_avals, x_aval, ctrl_avals = _signature(exported)
     ndim = 5 if kind == "window" else 4
     described = f"kind={kind!r}" + (f", window={fields['window']}" if kind == "window" else "")
     if x_aval.ndim != ndim or x_aval.shape[-1] != fields["channels"] or (
@@ -212,7 +233,39 @@ def _check_manifest(path: pathlib.Path, manifest: Mapping[str, Any], exported: A
                 f"{where}: control {name!r} is {spec['dtype']}{list(spec['shape'])} per item in the manifest, "
                 f"the exported function takes {aval.dtype}{list(aval.shape)}"
             )
+    _check_scale_and_multiple(where, fields, exported, param_avals, x_aval, ctrl_avals)
     return fields
+
+
+def _check_scale_and_multiple(
+    where: str, fields: Mapping[str, Any], exported: Any, param_avals: Mapping[str, Any], x_aval: Any,
+    ctrl_avals: Mapping[str, Any],
+) -> None:
+    """The exported function must take a ``multiple x multiple`` input and return it ``scale`` times
+    larger: the loader pads to ``multiple`` and crops to ``scale`` times the input, so an edited
+    ``scale`` would crop (or leave) pixels silently and an edited ``multiple`` fail inside jax.
+    Checked by abstract evaluation of the exported call (no compile)."""
+    m, s = fields["multiple"], fields["scale"]
+    frames = (fields["window"],) if fields["kind"] == "window" else ()
+    probe = (
+        {k: jax.ShapeDtypeStruct(tuple(a.shape), a.dtype) for k, a in param_avals.items()},
+        jax.ShapeDtypeStruct((1, *frames, m, m, fields["channels"]), x_aval.dtype),
+        {k: jax.ShapeDtypeStruct((1, *a.shape[1:]), a.dtype) for k, a in ctrl_avals.items()},
+    )
+    try:
+        out = jax.eval_shape(exported.call, *probe)
+    except Exception as exc:  # noqa: BLE001 - jax says why the shape is refused; the cause is the field
+        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise BundleError(
+            f"{where}: multiple={m}, but the exported function does not take a {m}x{m} input ({reason}); "
+            "the manifest does not match the function file, re-export the bundle"
+        ) from exc
+    got = tuple(int(d) for d in out.shape[-3:-1])
+    if got != (m * s, m * s):
+        raise BundleError(
+            f"{where}: scale={s}, but the exported function maps a {m}x{m} input to {got[0]}x{got[1]} "
+            f"(scale {got[0] / m:g}); the manifest does not match the function file, re-export the bundle"
+        )
 
 
 # -- the loaded bundle -----------------------------------------------------------------------------
@@ -401,10 +454,13 @@ def _load_params(path: pathlib.Path, manifest: dict, file_name: str, expected: M
                 if key in stored:  # e.g. bfloat16 saved as its uint16 bit pattern
                     arr = arr.view(_dtype(str(path / MANIFEST_FILE), f"stored dtype of {key!r}", stored[key]))
                 params[key] = arr
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, BundleError):
-            raise
-        raise BundleError(f"{ppath}: unreadable parameter file ({exc}); re-export the bundle") from exc
+    except BundleError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:  # truncated / damaged .npz
+        raise BundleError(
+            f"{ppath}: unreadable parameter file ({type(exc).__name__}: {exc}); it is damaged or incomplete "
+            "(e.g. a truncated copy), re-export the bundle"
+        ) from exc
     missing = sorted(set(expected) - set(params))
     extra = sorted(set(params) - set(expected))
     if missing or extra:
@@ -432,6 +488,11 @@ def load_bundle(path: Union[str, os.PathLike], *, device: Any = None) -> Bundle:
         raise BundleError(f"{fpath}: cannot read the exported function ({exc}); re-export the bundle") from exc
     try:
         exported = jax.export.deserialize(bytearray(blob))
+    except ImportError as exc:  # jax.export's deserializer imports flatbuffers, not a jax dependency
+        raise BundleError(
+            f"{fpath}: cannot deserialize the exported function: {exc}. Loading a bundle needs "
+            f"{', '.join(BUNDLE_REQUIREMENTS)}: pip install -r {path / REQUIREMENTS_FILE}"
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - any failure here means the same thing to the user
         raise BundleError(
             f"{fpath}: cannot deserialize the exported function ({type(exc).__name__}: {exc}). It was written "

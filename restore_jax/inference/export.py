@@ -4,8 +4,9 @@
 symbolic in the batch size and in height / width, with the parameters as an *argument*: the
 weights live next to it in ``params.npz`` (plain arrays keyed by their flattened path, no
 pickle), so one exported function serves any checkpoint of the same architecture. The bundle
-loads with :func:`restore_jax.inference.bundle_loader.load_bundle`, which needs only ``jax`` and
-``numpy`` (a copy of that loader is written into the bundle).
+loads with :func:`restore_jax.inference.bundle_loader.load_bundle`, which needs only ``jax`` (with
+its dependencies jaxlib, numpy, ml_dtypes, opt_einsum, scipy) and ``flatbuffers`` (a copy of that
+loader is written into the bundle, and the list into its ``requirements.txt`` and manifest).
 
 Size multiple. The input is exported with shape ``(b, m*hk, m*wk, C)``: height and width are
 ``m`` times symbolic dimension variables, so the model's own reshapes (pixel-unshuffle,
@@ -47,11 +48,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from restore_jax.inference import bundle_loader
-from restore_jax.inference.bundle_loader import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, BUNDLE_INPUT_KINDS, MANIFEST_FILE
+from restore_jax.inference.bundle_loader import (
+    BUNDLE_FORMAT,
+    BUNDLE_FORMAT_VERSION,
+    BUNDLE_INPUT_KINDS,
+    BUNDLE_REQUIREMENTS,
+    MANIFEST_FILE,
+    REQUIREMENTS_FILE,
+)
 
 __all__ = [
     "ControlSpec",
     "DEFAULT_MAX_BATCH_PIXELS",
+    "EXPORT_PLATFORMS",
+    "bundle_requirements",
+    "check_platforms",
     "export_bundle",
     "flatten_params",
     "unflatten_params",
@@ -66,6 +77,52 @@ LOADER_FILE = "bundle_loader.py"
 #: pixels, one 7680 x 4320 frame. It leaves room for int32 index guards such as
 #: ``deform_conv2d``'s ``B*H*W*G < 2**31`` (Zooming Slow-Mo's paper network exports with it).
 DEFAULT_MAX_BATCH_PIXELS = 2**25
+#: Platforms ``jax.export`` can lower for (it accepts any other name too, and writes a function that
+#: nothing can load: :func:`check_platforms` refuses them first).
+EXPORT_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+
+
+def check_platforms(platforms: Union[str, Sequence[str], None]) -> tuple[str, ...] | None:
+    """Lowering platforms, checked: ``None`` (the current backend), or names from
+    :data:`EXPORT_PLATFORMS` (a sequence, or one comma-separated string; case-insensitive,
+    duplicates dropped). Anything else is a ``ValueError`` listing the valid names."""
+    if platforms is None:
+        return None
+    names = platforms.split(",") if isinstance(platforms, str) else list(platforms)
+    out: list[str] = []
+    for name in names:
+        if not isinstance(name, str):
+            raise ValueError(f"platforms must be names from {', '.join(EXPORT_PLATFORMS)}; got {name!r}")
+        key = name.strip().lower()
+        if key not in EXPORT_PLATFORMS:
+            hint = " ('gpu' is not a lowering platform: name 'cuda' or 'rocm')" if key == "gpu" else ""
+            raise ValueError(
+                f"unknown platform {name.strip()!r}{hint}; valid platforms: {', '.join(EXPORT_PLATFORMS)}"
+            )
+        if key not in out:
+            out.append(key)
+    if not out:
+        raise ValueError(f"no platform given; valid platforms: {', '.join(EXPORT_PLATFORMS)} (or leave it out)")
+    return tuple(out)
+
+
+def bundle_requirements(jax_version: str = jax.__version__) -> list[str]:
+    """:data:`BUNDLE_REQUIREMENTS` for a bundle exported with ``jax_version``: jax at least that
+    version (a serialized function loads in the same or a newer jax within the compatibility window)."""
+    return [f"jax>={jax_version}" if r.partition(">=")[0] == "jax" else r for r in BUNDLE_REQUIREMENTS]
+
+
+def _requirements_text(requirements: Sequence[str], platforms: Sequence[str]) -> str:
+    gpu = [p for p in platforms if p in ("cuda", "rocm")]
+    lines = [
+        "# What loading and running this bundle (bundle_loader.py) needs, and nothing else:",
+        "#   pip install -r requirements.txt",
+        "# jax brings jaxlib, numpy, ml_dtypes, opt_einsum and scipy; flatbuffers is needed by",
+        "# jax.export's deserializer. No flax, orbax or restore_jax.",
+    ]
+    if gpu:
+        lines.append(f"# Lowered for {', '.join(platforms)}: on a GPU install jax's GPU build too (e.g. jax[cuda12]).")
+    return "\n".join([*lines, *requirements]) + "\n"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,12 +299,13 @@ def export_bundle(
     times larger. Batch, height and width are exported symbolically (height and width as multiples
     of ``multiple``, ``b * H * W <= max_batch_pixels``; ``None``: no bound). ``controls``: name ->
     :class:`ControlSpec` (or a dict of its fields); each is passed to ``apply_fn`` as an array
-    ``[b, *shape]``. ``platforms``: lowering platforms, e.g. ``("cpu", "cuda")`` (default: the
-    current backend); the function runs only on those. ``manifest_extra`` is stored under
+    ``[b, *shape]``. ``platforms``: lowering platforms from :data:`EXPORT_PLATFORMS`, e.g.
+    ``("cpu", "cuda")`` (default: the current backend); the function runs only on those. ``manifest_extra`` is stored under
     ``manifest["extra"]`` (JSON-serialisable: checkpoint step, config name, ...). ``pad_mode``: how
     the loader pads to the multiple (``jnp.pad`` mode).
     """
     out_dir = pathlib.Path(out_dir)
+    platforms = check_platforms(platforms)  # jax.export would lower for any name: refuse before writing
     if input_kind not in BUNDLE_INPUT_KINDS:
         raise ValueError(f"input_kind must be one of {BUNDLE_INPUT_KINDS}, got {input_kind!r}")
     shape = tuple(int(s) for s in example_input_shape)
@@ -372,6 +430,7 @@ def export_bundle(
             "stored_dtypes": stored_dtypes,
         },
         "jax_version": jax.__version__,
+        "requirements": bundle_requirements(),
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "extra": extra,
     }
@@ -382,6 +441,7 @@ def export_bundle(
     with open(out_dir / PARAMS_FILE, "wb") as f:
         np.savez(f, **to_save)
     shutil.copyfile(bundle_loader.__file__, out_dir / LOADER_FILE)
+    (out_dir / REQUIREMENTS_FILE).write_text(_requirements_text(manifest["requirements"], exp.platforms))
     # The manifest is written last: a bundle with a manifest is complete.
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return out_dir

@@ -56,6 +56,7 @@ __all__ = [
     "resize_alpha",
     "write_image",
     "write_restored",
+    "check_restored_output",
     "write_frames",
     "check_frames_output",
     "sequence_path",
@@ -176,12 +177,41 @@ def resize_alpha(alpha: np.ndarray, size: tuple[int, int], method: str = "bicubi
     raise ValueError(f"alpha_resize must be 'bicubic' or 'nearest', got {method!r}")
 
 
+def output_bit_depth(path: PathLike, info: ImageInfo) -> int:
+    """Bit depth a restored image is written with: the input's for PNG output, else 8."""
+    return info.bit_depth if pathlib.Path(path).suffix.lower() == ".png" else 8
+
+
+_ROWS_PER_CHUNK = 256  # integer outputs are converted in row chunks: host memory stays ~ the output
+
+
+def _gray_ints(y: np.ndarray) -> np.ndarray:
+    """BT.601 luma of an integer RGB image, rounded, same dtype, computed in row chunks."""
+    out = np.empty(y.shape[:2] + (1,), y.dtype)
+    weights = np.asarray(LUMA_WEIGHTS, np.float64)
+    for r in range(0, y.shape[0], _ROWS_PER_CHUNK):
+        out[r : r + _ROWS_PER_CHUNK, :, 0] = np.rint(y[r : r + _ROWS_PER_CHUNK].astype(np.float64) @ weights)
+    return out
+
+
 def restore_output(y: np.ndarray, info: ImageInfo, *, alpha_resize: str = "bicubic") -> np.ndarray:
     """Give a restored RGB image ``y [H', W', 3]`` its input's form: grey back to one channel,
-    the input's alpha appended (resized to ``H' x W'`` if needed). Float32 ``[H', W', C]``."""
-    y = np.asarray(y, dtype=np.float32)
+    the input's alpha appended (resized to ``H' x W'`` if needed).
+
+    Float input gives float32 ``[H', W', C]``; uint8 / uint16 input (a large tiled result, already
+    rounded) stays in its dtype, converted in row chunks so no float copy of the image is made."""
+    y = np.asarray(y)
     if y.ndim != 3 or y.shape[-1] != 3:
         raise ValueError(f"restore_output expects an RGB image [H, W, 3], got shape {y.shape}")
+    if y.dtype in (np.uint8, np.uint16):
+        out = _gray_ints(y) if info.grayscale else y
+        if info.alpha is not None:
+            a = resize_alpha(info.alpha, y.shape[:2], alpha_resize)
+            maxval = float(np.iinfo(y.dtype).max)
+            a = np.rint(np.clip(a, 0.0, 1.0) * maxval).astype(y.dtype)
+            out = np.concatenate([out, a[:, :, None]], axis=-1)
+        return out
+    y = y.astype(np.float32, copy=False)
     out = rgb_to_gray(y) if info.grayscale else y
     if info.alpha is not None:
         a = resize_alpha(info.alpha, y.shape[:2], alpha_resize)
@@ -207,7 +237,10 @@ def _to_ints(image: np.ndarray, bit_depth: int, name: str) -> np.ndarray:
         if not np.all(np.isfinite(x)):
             raise ValueError(f"{name}: the image contains NaN or infinite values; nothing was written")
         maxval = float((1 << bit_depth) - 1)
-        return np.round(np.clip(x.astype(np.float64), 0.0, 1.0) * maxval).astype(target)
+        out = np.empty(x.shape, target)  # row chunks: no float64 copy of a large image
+        for r in range(0, x.shape[0], _ROWS_PER_CHUNK):
+            out[r : r + _ROWS_PER_CHUNK] = np.round(np.clip(x[r : r + _ROWS_PER_CHUNK].astype(np.float64), 0.0, 1.0) * maxval)
+        return out
     if x.dtype == target:
         return x
     raise ValueError(f"{name}: expected float values in [0, 1] or {np.dtype(target).name} for {bit_depth} bits, got {x.dtype}")
@@ -277,6 +310,23 @@ def write_image(path: PathLike, image: np.ndarray, *, bit_depth: int = 8, qualit
     return path
 
 
+def check_restored_output(path: PathLike, info: ImageInfo) -> None:
+    """Raise ``ValueError`` (saying what to do) if ``path`` cannot store a restoration of an image
+    read as ``info``: an unsupported extension, or an alpha channel into a JPEG. Cheap: call it
+    before running a model, so a run is not lost on the write."""
+    path = pathlib.Path(path)
+    ext = path.suffix.lower()
+    if ext not in IMAGE_OUTPUT_EXTENSIONS:
+        raise ValueError(
+            f"{path}: unsupported image format {ext or '(no extension)'!r}; use one of {', '.join(IMAGE_OUTPUT_EXTENSIONS)}"
+        )
+    if ext in (".jpg", ".jpeg") and info.alpha is not None:
+        raise ValueError(
+            f"{path}: {info.name} has an alpha channel (transparency) and JPEG cannot store one; "
+            "write a .png or .webp to keep it (or remove the alpha from the input first)"
+        )
+
+
 def write_restored(
     path: PathLike,
     y: np.ndarray,
@@ -292,7 +342,7 @@ def write_restored(
     """
     out = restore_output(y, info, alpha_resize=alpha_resize)
     if bit_depth is None:
-        bit_depth = info.bit_depth if pathlib.Path(path).suffix.lower() == ".png" else 8
+        bit_depth = output_bit_depth(path, info)
     return write_image(path, out, bit_depth=bit_depth, quality=quality)
 
 

@@ -49,10 +49,13 @@ from restore_jax.methods.api import InferenceSpec, Method
 __all__ = [
     "Restorer",
     "RestorerError",
+    "FolderRestoreError",
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
+    "check_not_input",
     "find_checkpoint",
     "inference_hooks",
+    "plan_folder",
     "read_checkpoint_config",
     "read_video",
 ]
@@ -112,6 +115,19 @@ def find_checkpoint(path: PathLike, step: int | None = None) -> CheckpointLocati
     if step not in steps:
         raise RestorerError(f"no checkpoint for step {step} in {directory}; available steps: {steps}")
     return CheckpointLocation(directory.absolute(), int(step))
+
+
+def _is_step_folder(path: PathLike) -> bool:
+    p = pathlib.Path(path).expanduser()
+    return p.name.isdigit() and (p / "state").is_dir()
+
+
+def _short_reason(e: BaseException) -> str:
+    """One line for a skipped checkpoint: the reader's error without TensorStore's spec dump."""
+    from restore_jax.train.checkpointing import short_error
+
+    cause = e.__cause__
+    return short_error(cause, 160) if cause is not None else short_error(e, 200).split(": ", 1)[-1]
 
 
 def _read_config(loc: CheckpointLocation):
@@ -281,20 +297,56 @@ class Restorer:
         from restore_jax.train.loop import Trainer
 
         loc = find_checkpoint(workdir_or_path, step)
-        config = _read_config(loc)
-        if config.method != method.id:
-            raise RestorerError(f"checkpoint {loc.directory / str(loc.step)} is a {config.method!r} run, not {method.id!r}")
-        try:
-            trainer = Trainer(config, method)
-        except (ConfigError, KeyError) as e:
-            raise RestorerError(f"the config saved with {loc.directory / str(loc.step)} cannot build the model: {e}") from e
+        explicit = step is not None or _is_step_folder(workdir_or_path)
+        # Default (no step): the newest *readable* step; unreadable newer ones are skipped with a
+        # warning (never moved: a training run may own this folder).
+        candidates = [loc.step] if explicit else sorted((s for s in _steps_in(loc.directory) if s <= loc.step), reverse=True)
+        skipped: list[tuple[int, str]] = []
+        trainer = config = restored = None
         ckpt = CheckpointManager(loc.directory, every_steps=1, async_save=False)
         try:
-            restored = ckpt.restore(trainer.abstract_restore_target(), step=loc.step)
-        except CheckpointError as e:
-            raise RestorerError(str(e)) from e
+            for s in candidates:
+                here = CheckpointLocation(loc.directory, s)
+                try:
+                    step_config = _read_config(here)
+                except RestorerError as e:
+                    if explicit:
+                        raise
+                    skipped.append((s, "no readable config snapshot"))
+                    continue
+                if step_config.method != method.id:
+                    raise RestorerError(f"checkpoint {here.directory / str(s)} is a {step_config.method!r} run, not {method.id!r}")
+                if trainer is None or step_config.to_dict() != config.to_dict():
+                    try:
+                        trainer = Trainer(step_config, method)
+                    except (ConfigError, KeyError) as e:
+                        raise RestorerError(f"the config saved with {here.directory / str(s)} cannot build the model: {e}") from e
+                config = step_config
+                try:
+                    restored = ckpt.restore(trainer.abstract_restore_target(), step=s)
+                except CheckpointError as e:
+                    if explicit:
+                        raise RestorerError(str(e)) from e
+                    skipped.append((s, _short_reason(e)))
+                    continue
+                loc = here
+                break
         finally:
             ckpt.close()
+        if restored is None:
+            reasons = "; ".join(f"step {s}: {r}" for s, r in skipped)
+            raise RestorerError(
+                f"no checkpoint in {loc.directory} is readable ({reasons}). --step N restores a specific step; "
+                "retrain (or restore the files from a backup) if none is usable"
+            )
+        if skipped:
+            bad = ", ".join(f"step {s} ({r})" for s, r in skipped)
+            warnings.warn(
+                f"latest checkpoint(s) of {loc.directory} unreadable: {bad}; using step {loc.step}, the newest readable "
+                "one (--step N chooses another)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         state = restored.state
         recipe = trainer.recipe
         primary = recipe.primary
@@ -436,9 +488,14 @@ class Restorer:
         margin: int | None = None,
         batch_tiles: int = 8,
         progress: bool = False,
+        out_dtype: Any = None,
         **controls: Any,
     ) -> np.ndarray:
         """Restore ``x`` (float ``[H, W, C]`` or ``[B, H, W, C]`` in ``[0, 1]``) -> ``[..., H*s, W*s, C]``.
+
+        ``out_dtype``: ``None`` (float32) or ``np.uint8`` / ``np.uint16`` (clipped, rounded): tiled
+        results are then written band by band into an integer array, so host memory stays about one
+        output in that dtype (a 12000 x 8000 uint8 result never exists in float).
 
         With ``tile`` (or when an image has more than ``MAX_UNTILED_PIXELS`` pixels, then
         ``tile=256``) the image is processed in fixed ``tile x tile`` tiles (``overlap`` default
@@ -453,13 +510,14 @@ class Restorer:
         b, h, w, _ = arr.shape
         m = self.multiple
         tile, overlap = self._tiling(h, w, tile, overlap)
-        if tile is not None:
-            from restore_jax.inference.tiling import tiled_apply
+        from restore_jax.inference.tiling import quantizer, tiled_apply
 
+        finalize = None if out_dtype is None else quantizer(out_dtype)  # checks the dtype
+        if tile is not None:
             ctrl = self._single_controls(controls, "tiled restoration")
             y = tiled_apply(
                 self._bound(ctrl), arr, tile=tile, overlap=overlap, scale=self.scale, multiple=m,
-                batch_tiles=batch_tiles, margin=margin, progress=progress,
+                batch_tiles=batch_tiles, margin=margin, progress=progress, finalize=finalize,
             )
         else:
             ctrl = self.control_arrays(b, **controls)
@@ -467,17 +525,27 @@ class Restorer:
             if ph or pw:
                 arr = np.pad(arr, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="reflect")
             y = np.asarray(self._jitted(self._params(), arr, **ctrl))[:, : h * self.scale, : w * self.scale]
+            if finalize is not None:
+                y = finalize(np.array(y, np.float32))
         return y[0] if squeeze else y
 
     def restore_file(
         self, in_path: PathLike, out_path: PathLike, *, tile: int | None = None, overlap: int | None = None, **controls: Any
     ) -> pathlib.Path:
-        """Read ``in_path`` (8/16-bit, grey, alpha), restore, write ``out_path`` in the input's form."""
-        from restore_jax.inference.image_io import read_image_for_restore, write_restored
+        """Read ``in_path`` (8/16-bit, grey, alpha), restore, write ``out_path`` in the input's form.
+
+        Refused before the model runs (:class:`RestorerError`): ``out_path`` is the input file
+        (:func:`check_not_input`), or cannot store the result (unsupported extension, alpha into a
+        JPEG)."""
+        from restore_jax.inference.image_io import output_bit_depth, read_image_for_restore, write_restored
 
         self._check_image_model("restore_file")
+        check_not_input(in_path, out_path)
         rgb, info = read_image_for_restore(in_path)
-        y = self(rgb, tile=tile, overlap=overlap, **controls)
+        _check_output_form(out_path, info)
+        # rounded to the file's integer type as it is produced (bounded host memory for large images)
+        out_dtype = np.uint16 if output_bit_depth(out_path, info) == 16 else np.uint8
+        y = self(rgb, tile=tile, overlap=overlap, out_dtype=out_dtype, **controls)
         out_path = pathlib.Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         return write_restored(out_path, y, info)
@@ -503,7 +571,9 @@ class Restorer:
         from restore_jax.inference.image_io import read_image_for_restore, write_restored
 
         self._check_image_model("restore_faces_file")
+        check_not_input(in_path, out_path)
         rgb, info = read_image_for_restore(in_path)
+        _check_output_form(out_path, info)
         try:
             y, faces = restore_faces_in_photo(
                 rgb, lambda crop: self(crop, **controls), crop_size=crop_size, scale=self.scale,
@@ -528,25 +598,30 @@ class Restorer:
         **controls: Any,
     ) -> list[pathlib.Path]:
         """Restore every image of ``in_dir`` (``IMAGE_EXTENSIONS``, sorted, not recursive) into
-        ``out_dir`` under the same names (tqdm progress bar). Returns the written paths."""
+        ``out_dir`` under the same names (``.png`` for ``.bmp`` / ``.tif``; tqdm progress bar).
+        Returns the written paths.
+
+        Checked before the model runs (:func:`plan_folder`, :class:`RestorerError`): ``out_dir`` is
+        not ``in_dir`` and no output would overwrite an input; two inputs that would get the same
+        output name (``x.bmp`` and ``x.png``) are refused. An image that cannot be read or
+        restored (corrupt, truncated) does not stop the others: after the last one,
+        :class:`FolderRestoreError` lists the failures (``.written``, ``.failed``)."""
         self._check_image_model("restore_folder")
-        in_dir, out_dir = pathlib.Path(in_dir), pathlib.Path(out_dir)
-        if not in_dir.is_dir():
-            raise RestorerError(f"input folder {in_dir} does not exist")
-        files = sorted(p for p in in_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
-            raise RestorerError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {in_dir}")
-        if out_dir.resolve() == in_dir.resolve():
-            raise RestorerError(f"output folder {out_dir} is the input folder; choose another one")
+        pairs = plan_folder(in_dir, out_dir)
+        self.control_arrays(1, **controls)  # bad controls / tiles are the user's, not the files'
+        self._tiling(1, 1, tile, overlap)
+        out_dir = pathlib.Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         from tqdm.auto import tqdm
 
-        written = []
-        for f in tqdm(files, desc="restoring", unit="image", disable=not progress):
-            target = out_dir / f.name
-            if target.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
-                target = target.with_suffix(".png")
-            written.append(self.restore_file(f, target, tile=tile, overlap=overlap, **controls))
+        written, failed = [], []
+        for f, target in tqdm(pairs, desc="restoring", unit="image", disable=not progress):
+            try:
+                written.append(self.restore_file(f, target, tile=tile, overlap=overlap, **controls))
+            except ValueError as e:  # ImageReadError, RestorerError: this file only
+                failed.append((f, str(e)))
+        if failed:
+            raise FolderRestoreError(in_dir, out_dir, written, failed, len(pairs))
         return written
 
     # -- video -----------------------------------------------------------------------------------
@@ -584,6 +659,8 @@ class Restorer:
         from restore_jax.inference.image_io import check_frames_output, write_frames
 
         if isinstance(frames_or_path, (str, os.PathLike)):
+            if output is not None:
+                check_not_input(frames_or_path, output)
             frames, in_fps = read_video(frames_or_path)
         else:
             frames, in_fps = self._check_frames(frames_or_path), DEFAULT_FPS
@@ -720,6 +797,11 @@ class Restorer:
         if not (np.isfinite(fps) and fps > 0):
             raise RestorerError(f"fps must be a positive number, got {fps}")
         self._check_image_model("a control sweep")
+        if kind == "video":
+            check_not_input(in_path, out_path)
+        elif isinstance(num, (int, np.integer)) and not isinstance(num, bool):
+            for i in range(max(int(num), 0)):
+                check_not_input(in_path, sequence_path(out_path, i))
         rgb, info = read_image_for_restore(in_path)
         frames = self.sweep(rgb, control, num, tile=tile, overlap=overlap, progress=progress, **controls)
         out_path = pathlib.Path(out_path)
@@ -771,6 +853,108 @@ class Restorer:
         )
 
 
+class FolderRestoreError(RestorerError):
+    """Some images of a folder could not be restored; all the others were written.
+
+    ``written``: the written paths; ``failed``: ``[(input path, reason)]``; ``total``: the number
+    of images in the folder. ``restore-jax restore`` exits with code 4 on it."""
+
+    def __init__(self, in_dir: PathLike, out_dir: PathLike, written, failed, total: int):
+        self.in_dir, self.out_dir = pathlib.Path(in_dir), pathlib.Path(out_dir)
+        self.written = list(written)
+        self.failed = [(pathlib.Path(p), str(r)) for p, r in failed]
+        self.total = int(total)
+
+        def reason(p: pathlib.Path, r: str) -> str:
+            return r[len(str(p)) + 2 :] if r.startswith(f"{p}: ") else r  # the path is listed already
+
+        lines = "\n".join(f"  {p.name}: {reason(p, r)}" for p, r in self.failed)
+        super().__init__(
+            f"{len(self.failed)} of {self.total} image(s) in {self.in_dir} could not be restored "
+            f"(the other {len(self.written)} were written to {self.out_dir}):\n{lines}"
+        )
+
+
+def _same_file(a: pathlib.Path, b: pathlib.Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)  # also hard links
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_not_input(in_path: PathLike, out_path: PathLike) -> None:
+    """:class:`RestorerError` if writing ``out_path`` would overwrite the input ``in_path`` (the
+    same file once links and relative parts are resolved)."""
+    a, b = pathlib.Path(in_path).expanduser(), pathlib.Path(out_path).expanduser()
+    if _same_file(a, b):
+        raise RestorerError(
+            f"output {b} is the input file {a}: restoring would overwrite it; choose another output path"
+        )
+
+
+def _check_output_form(out_path: PathLike, info) -> None:
+    from restore_jax.inference.image_io import check_restored_output
+
+    try:
+        check_restored_output(out_path, info)
+    except ValueError as e:
+        raise RestorerError(str(e)) from None
+
+
+def plan_folder(in_dir: PathLike, out_dir: PathLike) -> list[tuple[pathlib.Path, pathlib.Path]]:
+    """``(input, output)`` pairs of :meth:`Restorer.restore_folder` (nothing is read or written).
+
+    Every ``IMAGE_EXTENSIONS`` file of ``in_dir`` (sorted, not recursive) keeps its name in
+    ``out_dir``; formats that cannot be written (``.bmp``, ``.tif``) become ``.png``. Raises
+    :class:`RestorerError` when there is no image, ``out_dir`` is ``in_dir`` or a file, an output
+    would overwrite an input, or several inputs would get the same output name (``x.bmp`` and
+    ``x.png`` both -> ``x.png``): the collision policy is to refuse (rename the files or restore
+    them into separate folders), never to overwrite or rename silently."""
+    from restore_jax.inference.image_io import IMAGE_OUTPUT_EXTENSIONS
+
+    in_dir, out_dir = pathlib.Path(in_dir).expanduser(), pathlib.Path(out_dir).expanduser()
+    if not in_dir.is_dir():
+        raise RestorerError(f"input folder {in_dir} does not exist")
+    files = sorted(p for p in in_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise RestorerError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {in_dir}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RestorerError(f"output {out_dir} is a file; a folder input needs an output folder")
+    if _same_file(in_dir, out_dir):
+        raise RestorerError(f"output folder {out_dir} is the input folder {in_dir}: restoring would overwrite the inputs; choose another folder")
+    pairs, by_target = [], {}
+    for f in files:
+        target = out_dir / f.name
+        if target.suffix.lower() not in IMAGE_OUTPUT_EXTENSIONS:
+            target = target.with_suffix(".png")
+        by_target.setdefault(target, []).append(f)
+        pairs.append((f, target))
+    clashes = {t: fs for t, fs in by_target.items() if len(fs) > 1}
+    if clashes:
+        listed = "; ".join(f"{' and '.join(f.name for f in fs)} -> {t.name}" for t, fs in list(clashes.items())[:5])
+        raise RestorerError(
+            f"{sum(map(len, clashes.values()))} images in {in_dir} would be written to the same output name ({listed}); "
+            "nothing was restored: rename one of each group or restore them into separate folders"
+        )
+    inputs = {}
+    for g in files:
+        st = g.stat()
+        inputs[(st.st_dev, st.st_ino)] = g
+    for f, target in pairs:  # an existing output that is an input file (through a link)
+        try:
+            st = target.stat()
+        except OSError:
+            continue
+        g = inputs.get((st.st_dev, st.st_ino))
+        if g is not None:
+            raise RestorerError(
+                f"output {target} (for {f.name}) is the input file {g}: restoring would overwrite it; choose another output folder"
+            )
+    return pairs
+
+
 def inference_hooks(spec: InferenceSpec, method_id: str) -> dict[str, Any]:
     """The :class:`Restorer` keyword arguments (``method``, ``scale``, ``multiple``, ``controls``,
     ``channels``, ``video_mode``) of a method's :class:`InferenceSpec`. Needs no weights: the CLI
@@ -786,5 +970,17 @@ def inference_hooks(spec: InferenceSpec, method_id: str) -> dict[str, Any]:
 
 
 def read_checkpoint_config(workdir_or_path: PathLike, step: int | None = None):
-    """The config snapshot of a checkpoint (no weights loaded); :class:`RestorerError` if none."""
-    return _read_config(find_checkpoint(workdir_or_path, step))
+    """The config snapshot of a checkpoint (no weights loaded); :class:`RestorerError` if none.
+
+    Without ``step`` (and given a workdir, not a step folder): the newest step whose snapshot is
+    readable (``from_checkpoint`` warns about the skipped ones)."""
+    loc = find_checkpoint(workdir_or_path, step)
+    if step is not None or _is_step_folder(workdir_or_path):
+        return _read_config(loc)
+    first_error = None
+    for s in sorted((s for s in _steps_in(loc.directory) if s <= loc.step), reverse=True):
+        try:
+            return _read_config(CheckpointLocation(loc.directory, s))
+        except RestorerError as e:
+            first_error = first_error or e
+    raise first_error if first_error is not None else RestorerError(f"no checkpoints in {loc.directory}")

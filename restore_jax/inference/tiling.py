@@ -285,8 +285,9 @@ def _tiled_core(
         if band is None:
             band = np.zeros(y.shape[:-3] + (to, wp * scale, y.shape[-1]), dtype=np.float32)
             want = (bsz,) + y.shape[:-3] + (h_out, w_out, y.shape[-1])
-            if out is None:
-                out = np.empty(want, dtype=np.float32)
+            if out is None:  # the dtype finalize produces (probed on one pixel), else float32
+                probe = np.zeros((1, 1, y.shape[-1]), np.float32)
+                out = np.empty(want, dtype=np.float32 if finalize is None else finalize(probe).dtype)
             elif tuple(out.shape) != want:
                 raise ValueError(f"out has shape {tuple(out.shape)}, the tiled result has {want}")
         if current != (b, i):
@@ -356,7 +357,8 @@ def tiled_apply(
     Returns a NumPy array ``[H*scale, W*scale, C_out]`` (or with the batch axis), float32.
 
     ``out`` (optional): a preallocated result array of that shape in any dtype, filled row band by
-    row band; ``finalize`` converts each normalised float32 band before it is stored (e.g.
+    row band (made here, in the dtype ``finalize`` returns, when omitted); ``finalize`` converts
+    each normalised float32 band before it is stored (e.g.
     :func:`quantizer` for uint8 / uint16), so a large output never exists in float32 on the host.
     """
     x = np.asarray(x)

@@ -144,7 +144,9 @@ class Method:
 
         if config.method != self.id:
             raise ConfigError(f"config.method={config.method!r} but this is method {self.id!r}")
-        engine_validate(config, num_devices=num_devices, process_count=process_count)
+        engine_validate(
+            config, num_devices=num_devices, process_count=process_count, sources=self.sources, builders=self.builders
+        )
         if self.validate is not None:
             self.validate(config, num_devices=num_devices, process_count=process_count)
         return config

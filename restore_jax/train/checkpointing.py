@@ -14,16 +14,24 @@ runs); keep the latest ``keep_last`` plus the ``keep_best`` best by an eval metr
 Restore always goes through an abstract tree of ``jax.ShapeDtypeStruct(..., sharding=...)`` built
 from *our* sharding rules for the *current* mesh, so a checkpoint written on 8 devices restores onto
 4 (or any mesh the rules fit). If the newest checkpoint cannot be read (truncated or corrupt files),
-it is moved to ``<workdir>/checkpoints_corrupt/`` with a warning and the previous one is tried;
-nothing is deleted.
+it is moved to ``<workdir>/checkpoints_corrupt/`` with a one-line warning and the previous one is
+tried; nothing is deleted. A failed read leaves TensorStore futures behind whose late callbacks
+would print dozens to thousands of "Event loop is closed" / "Future exception was never
+retrieved" tracebacks: those (and only those) are filtered (:func:`quiet_failed_reads`), so a
+corrupt checkpoint costs the person one readable line. Incomplete saves
+(``<step>.orbax-checkpoint-tmp*`` left by a killed run) are removed by
+:func:`remove_stale_tmp_dirs` when training starts (under the workdir lock).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import pathlib
+import re
 import shutil
+import sys
 import time
 import warnings
 from typing import Any
@@ -39,7 +47,105 @@ from restore_jax.train.paths import path_str
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CheckpointManager", "Restored"]
+__all__ = ["CheckpointManager", "Restored", "TMP_SUFFIX", "quiet_failed_reads", "remove_stale_tmp_dirs", "short_error"]
+
+TMP_SUFFIX = ".orbax-checkpoint-tmp"  # Orbax's in-progress directory suffix (atomic rename on commit)
+
+
+def short_error(e: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line, without TensorStore's JSON spec dump, at most ``limit`` characters."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    text = re.sub(r"\s*\[tensorstore_spec=.*$", "", text)
+    text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_read_leftover(exc: BaseException | None) -> bool:
+    """An exception TensorStore/asyncio raise *after* a failed Orbax read has returned."""
+    if isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc):
+        return True  # a TensorStore callback on the closed event loop of the failed read
+    text = str(exc)
+    return isinstance(exc, ValueError) and ("tensorstore_spec" in text or "OCDBT" in text or '"zarr" driver' in text)
+
+
+class _LeftoverLogFilter(logging.Filter):
+    """Drops asyncio's "Future/Task exception was never retrieved" records for TensorStore read errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "exception was never retrieved" not in record.getMessage():
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        text = record.getMessage()
+        return not (_is_read_leftover(exc) or "tensorstore_spec" in text or "OCDBT" in text)
+
+
+def _from_closed_loop_callback(tb) -> bool:
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "call_soon_threadsafe":
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _leftover_unraisable_hook(previous):
+    def hook(unraisable):
+        exc = unraisable.exc_value
+        if isinstance(exc, RuntimeError) and not _from_closed_loop_callback(unraisable.exc_traceback):
+            previous(unraisable)  # a closed loop elsewhere: not ours to hide
+        elif _is_read_leftover(exc):
+            return
+        else:
+            previous(unraisable)
+
+    hook._restore_jax_leftovers = True  # noqa: SLF001 - marker: installed once
+    return hook
+
+
+def quiet_failed_reads() -> None:
+    """Filter the late noise of failed TensorStore reads (idempotent; other messages pass through).
+
+    Failed reads leave futures behind; when they complete, TensorStore calls into the closed event
+    loop (printed through ``sys.unraisablehook``) and asyncio logs "Future exception was never
+    retrieved" at garbage collection: tens to thousands of tracebacks for one corrupt checkpoint,
+    after the error was already reported in one line."""
+    if not getattr(sys.unraisablehook, "_restore_jax_leftovers", False):
+        sys.unraisablehook = _leftover_unraisable_hook(sys.unraisablehook)
+    aio = logging.getLogger("asyncio")
+    if not any(isinstance(f, _LeftoverLogFilter) for f in aio.filters):
+        aio.addFilter(_LeftoverLogFilter())
+
+
+@contextlib.contextmanager
+def _quiet_restore():
+    """Around one restore attempt: the leftover filters, and Orbax's/TensorStore's own log records of
+    the failure (absl / orbax loggers, ERROR and below) held back; the caller reports the failure."""
+    quiet_failed_reads()
+    loggers = [logging.getLogger(n) for n in ("absl", "orbax", "tensorstore")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def remove_stale_tmp_dirs(directory: str | pathlib.Path) -> list[pathlib.Path]:
+    """Delete ``<step>.orbax-checkpoint-tmp*`` folders in ``directory`` (saves a killed run never
+    committed: incomplete by construction, never restored) and return them. Call it only while no
+    other run writes to ``directory`` (``Trainer.fit`` holds the workdir lock). Process 0 deletes;
+    all processes synchronise."""
+    directory = pathlib.Path(directory)
+    removed: list[pathlib.Path] = []
+    if jax.process_index() == 0 and directory.is_dir():
+        for p in sorted(directory.iterdir()):
+            if TMP_SUFFIX in p.name and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("restore_jax_remove_stale_tmp")
+    return removed
 
 
 @dataclasses.dataclass
@@ -71,6 +177,7 @@ class CheckpointManager:
     ):
         self.directory = pathlib.Path(directory).absolute()
         self.corrupt_dir = self.directory.parent / (self.directory.name + "_corrupt")
+        self.quarantined: list[pathlib.Path] = []  # moved aside by this manager's restores
         self.best_metric = best_metric
         keep = [policies.LatestN(n=int(keep_last))]
         if best_metric and keep_best > 0:
@@ -99,6 +206,10 @@ class CheckpointManager:
 
     def latest_step(self) -> int | None:
         return self._mgr.latest_step()
+
+    def moved_aside(self) -> list[pathlib.Path]:
+        """Everything in ``corrupt_dir`` (unreadable checkpoints moved aside, by any run)."""
+        return sorted(self.corrupt_dir.iterdir()) if self.corrupt_dir.is_dir() else []
 
     def should_save(self, step: int) -> bool:
         """Interval or preemption policy says save at ``step`` (the number of completed steps)."""
@@ -191,14 +302,19 @@ class CheckpointManager:
         out = self._mgr.restore(step, args=ocp.args.Composite(**items))
         return Restored(step=step, state=out["state"], config=out["config"] if "config" in items else None)
 
-    def _quarantine(self, step: int) -> None:
+    def _quarantine(self, step: int) -> pathlib.Path:
         """Move an unreadable step directory aside (never delete), so new saves can reuse the step."""
+        target = self.corrupt_dir / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
         if jax.process_index() == 0:
             self.corrupt_dir.mkdir(parents=True, exist_ok=True)
-            target = self.corrupt_dir / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+            n = 1
+            while target.exists():  # the same step moved twice within a second
+                target, n = self.corrupt_dir / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}-{n}", n + 1
             shutil.move(str(self.directory / str(step)), str(target))
         multihost_utils.sync_global_devices(f"restore_jax_quarantine_{step}")
         self._mgr.reload()
+        self.quarantined.append(target)
+        return target
 
     def restore(self, abstract_state: Any, *, data_iter: Any = None, step: int | None = None) -> Restored | None:
         """Restore onto the shardings in ``abstract_state`` (a ``ShapeDtypeStruct`` tree).
@@ -212,32 +328,37 @@ class CheckpointManager:
                 raise CheckpointError(
                     f"no checkpoint for step {step} in {self.directory}; available steps: {self.all_steps() or 'none'}"
                 )
+            others = [s for s in self.all_steps() if s != step]
+            hint = f"; other steps: {others} (choose one with --step)" if others else ""
             try:
-                self._saved_shapes(step)
+                with _quiet_restore():
+                    self._saved_shapes(step)
             except Exception as e:  # noqa: BLE001
-                raise CheckpointError(f"checkpoint {self.directory / str(step)} is unreadable ({type(e).__name__}: {e})") from e
+                raise CheckpointError(f"checkpoint {self.directory / str(step)} is unreadable ({short_error(e)}){hint}") from e
             self.check_compatible(step, abstract_state)
             try:
-                return self._restore_step(step, abstract_state, data_iter)
+                with _quiet_restore():
+                    return self._restore_step(step, abstract_state, data_iter)
             except Exception as e:  # noqa: BLE001 - report any reader failure to the person
                 raise CheckpointError(
-                    f"checkpoint {self.directory / str(step)} could not be restored ({type(e).__name__}: {e})"
+                    f"checkpoint {self.directory / str(step)} could not be restored ({short_error(e)}){hint}"
                 ) from e
         for candidate in sorted(self._mgr.all_steps(), reverse=True):
             try:
-                self._saved_shapes(candidate)  # unreadable metadata: corrupt, handled below
+                with _quiet_restore():
+                    self._saved_shapes(candidate)  # unreadable metadata: corrupt, handled below
             except Exception:  # noqa: BLE001
                 pass
             else:
                 self.check_compatible(candidate, abstract_state)  # a config mismatch is not corruption
             try:
-                return self._restore_step(candidate, abstract_state, data_iter)
+                with _quiet_restore():
+                    return self._restore_step(candidate, abstract_state, data_iter)
             except Exception as e:  # noqa: BLE001 - fall back to the previous checkpoint
+                target = self._quarantine(candidate)
                 msg = (
                     f"checkpoint step {candidate} in {self.directory} could not be restored "
-                    f"({type(e).__name__}: {str(e)[:300]}); moving it to {self.corrupt_dir} and trying the previous one"
+                    f"({short_error(e, 200)}); moved it to {target}; trying the previous one"
                 )
                 warnings.warn(msg, RuntimeWarning, stacklevel=2)
-                log.warning(msg)
-                self._quarantine(candidate)
         return None

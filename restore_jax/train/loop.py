@@ -16,8 +16,10 @@ The compiled functions are reused across ``fit`` calls on the same ``Trainer`` (
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import os
 import pathlib
 import signal
 import threading
@@ -37,6 +39,7 @@ from restore_jax.train import mesh as mesh_lib
 from restore_jax.train.optim import make_optimizers
 from restore_jax.train.state import TrainState, graphdefs_of, make_init_fn
 from restore_jax.train.steps import build_step, contrastive_init_extras, make_predict_fn
+from restore_jax.train.workdir_lock import WorkdirLock
 
 _LOW_OPT = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
@@ -71,10 +74,19 @@ class FitResult:
     skipped_steps: int = 0
     wall_time_s: float = 0.0
     data_state: Any = None  # the data iterator's position at the end (get_state())
+    preempted: bool = False  # stopped by SIGTERM (the CLI exits with 143)
+    checkpoint_step: int | None = None  # the step of the committed SIGTERM checkpoint (None: none saved)
 
 
 class _SigtermFlag:
     """SIGTERM -> save a checkpoint at the next step boundary and stop (single-process runs).
+
+    The handler stays installed until ``fit`` has waited for that checkpoint to be committed and
+    closed the checkpointer: schedulers send SIGTERM more than once (and Slurm sends SIGKILL after
+    a grace period), and a second SIGTERM handled by the default action would kill the process
+    mid-write, leaving only ``<step>.orbax-checkpoint-tmp``. Later SIGTERMs are counted, not
+    fatal. :meth:`deferring_interrupts` also holds back SIGINT (Ctrl-C) while a save is being
+    finished; the ``KeyboardInterrupt`` is raised once it is on disk.
 
     Multi-process runs rely on the JAX preemption sync point (Orbax's preemption policy) instead, so
     that every process saves the same step.
@@ -82,20 +94,43 @@ class _SigtermFlag:
 
     def __init__(self) -> None:
         self.raised = False
+        self.count = 0
         self._previous = None
+        self._installed = False
 
     def __enter__(self):
         if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._installed = True
         return self
 
     def _handle(self, signum, frame) -> None:
         del signum, frame
         self.raised = True
+        self.count += 1
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
+            self._installed = False
+
+    @contextlib.contextmanager
+    def deferring_interrupts(self):
+        """SIGINT inside the block is remembered and raised as ``KeyboardInterrupt`` after it."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        got: list[int] = []
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if got:
+            if callable(previous):  # Python's default raises KeyboardInterrupt
+                previous(signal.SIGINT, None)
+            elif previous == signal.SIG_DFL:
+                os.kill(os.getpid(), signal.SIGINT)
 
 
 class Trainer:
@@ -253,28 +288,54 @@ class Trainer:
         ``stop_after``: stop (after saving a checkpoint) once this many total steps are done; the
         run resumes from there (tests, time-boxed jobs). Raises :class:`NonFiniteError` under
         ``nan_policy='stop'`` when a step is non-finite (no checkpoint is written for it).
-        """
-        from restore_jax.train.logging import ProfilerWindow, RunLogger, Throughput
 
-        cfg = self.config
+        Reliability (``docs/engine.md``, "Failure modes"): the workdir is locked for the run
+        (:class:`WorkdirLockedError` when another run holds ``<workdir>/.lock``); incomplete saves of
+        an interrupted run are removed; if the workdir has checkpoints but none is readable,
+        :class:`CheckpointError` (unless ``checkpoint.allow_fresh_start``); a SIGTERM saves and
+        commits a checkpoint at the next step boundary and returns with ``preempted=True``.
+        """
         workdir = pathlib.Path(workdir)
         if jax.process_index() == 0:
             workdir.mkdir(parents=True, exist_ok=True)
+        # One run per workdir (process 0 holds <workdir>/.lock); SIGTERM handled from here until the
+        # checkpointer is closed (see _SigtermFlag).
+        lock = WorkdirLock(workdir) if jax.process_index() == 0 else None
+        lock_notes = lock.acquire() if lock is not None else []
+        try:
+            with _SigtermFlag() as sigterm:
+                return self._fit_locked(workdir, sigterm, lock_notes, stop_after=stop_after, stream=stream, logger=logger)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit_locked(self, workdir: pathlib.Path, sigterm: _SigtermFlag, lock_notes: list[str], *, stop_after, stream, logger) -> FitResult:
+        from restore_jax.train.checkpointing import remove_stale_tmp_dirs
+        from restore_jax.train.logging import ProfilerWindow, RunLogger, Throughput
+
+        cfg = self.config
         total = int(cfg.train.num_steps)
         end = total if stop_after is None else min(total, int(stop_after))
         gbs = int(cfg.train.global_batch_size)
         logger = logger or RunLogger(
             workdir, total_steps=total, global_batch_size=gbs, console=cfg.log.console, stream=stream
         )
-        ckpt = self.make_checkpointer(workdir) if cfg.checkpoint.enabled else None
-        data_iter = self.make_data_iter()
+        for note in lock_notes:
+            logger.info(note)
+        ckpt = data_iter = None
         t_wall = time.perf_counter()
         history: list[dict[str, float]] = []
         eval_results: dict[str, float] = {}
         skipped = 0
-        stopped_early = False
+        stopped_early = preempted = False
+        checkpoint_step = None
         profiler = ProfilerWindow(workdir / "profile", cfg.log.profile_start_step, cfg.log.profile_num_steps, logger.is_main)
         try:
+            if cfg.checkpoint.enabled:
+                for tmp in remove_stale_tmp_dirs(workdir / "checkpoints"):
+                    logger.info(f"removed an incomplete checkpoint save left by an interrupted run: {tmp}")
+                ckpt = self.make_checkpointer(workdir)
+            data_iter = self.make_data_iter()
             state, step = self._start(ckpt, data_iter, logger)
             start_step = step
             logger.mark_start(step)
@@ -285,82 +346,106 @@ class Trainer:
             consecutive_bad = 0
             interval: list[dict[str, Any]] = []
             last_batch = None
-            with _SigtermFlag() as sigterm:
-                while step < end:
-                    profiler.before_step(step)
-                    t0 = time.perf_counter()
-                    try:
-                        local = next(data_iter)
-                    except StopIteration:
-                        logger.info(f"the training data ran out at step {step}; stopping")
-                        stopped_early = True
-                        break
-                    batch = self.global_batch(local)
-                    t_data = time.perf_counter() - t0
-                    with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                        state, metrics = self.step_fn(state, batch)
-                    step += 1
-                    throughput.add(1, t_data)
-                    pending.append((step, metrics))
-                    last_batch = batch
-                    profiler.after_step(step, sync=metrics)
+            while step < end:
+                profiler.before_step(step)
+                t0 = time.perf_counter()
+                try:
+                    local = next(data_iter)
+                except StopIteration:
+                    logger.info(f"the training data ran out at step {step}; stopping")
+                    stopped_early = True
+                    break
+                batch = self.global_batch(local)
+                t_data = time.perf_counter() - t0
+                with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                    state, metrics = self.step_fn(state, batch)
+                step += 1
+                throughput.add(1, t_data)
+                pending.append((step, metrics))
+                last_batch = batch
+                profiler.after_step(step, sync=metrics)
 
-                    is_log = step % cfg.log.every_steps == 0 or step == end
-                    is_ckpt = ckpt is not None and (ckpt.should_save(step) or step == end or sigterm.raised)
-                    is_eval = cfg.eval.every_steps > 0 and step % cfg.eval.every_steps == 0
-                    is_image = cfg.log.image_every_steps > 0 and step % cfg.log.image_every_steps == 0
-                    if not (is_log or is_ckpt or is_eval or is_image or len(pending) >= 100):
-                        continue
+                is_log = step % cfg.log.every_steps == 0 or step == end
+                is_ckpt = ckpt is not None and (ckpt.should_save(step) or step == end or sigterm.raised)
+                is_eval = cfg.eval.every_steps > 0 and step % cfg.eval.every_steps == 0
+                is_image = cfg.log.image_every_steps > 0 and step % cfg.log.image_every_steps == 0
+                if not (is_log or is_ckpt or is_eval or is_image or len(pending) >= 100):
+                    continue
 
-                    # Sync point: fetch pending metrics, apply the NaN policy before anything is saved.
-                    fetched = jax.device_get(pending)
-                    pending = []
-                    for s, m in fetched:
-                        if m["finite"] < 0.5:
-                            skipped += 1
-                            consecutive_bad += 1
-                            self._on_nonfinite(s, m, consecutive_bad, logger)
-                        else:
-                            consecutive_bad = 0
-                            interval.append(m)
-                    if is_log:
-                        # finite steps since the last log point, averaged (the last value for lr)
-                        scalars = {k: float(np.mean([m[k] for m in interval])) for k in interval[0]} if interval else {}
-                        scalars.update({k: float(v) for k, v in fetched[-1][1].items() if k.startswith("lr/")})
-                        interval = []
-                        scalars.update(throughput.summary(gbs))
-                        scalars["train/skipped_steps"] = float(skipped)
-                        throughput.reset()
-                        logger.write_scalars(step, scalars)
-                        logger.progress(step, scalars)
-                        if self.recipe.metric_warnings is not None:
-                            for line in self.recipe.metric_warnings(step, scalars):
-                                logger.info(line)
-                        history.append({"step": float(step), **scalars})
-                    t_host = time.perf_counter()
-                    if is_image and self.predict_fn is not None:
-                        cols = self.sample_columns(state, last_batch, int(cfg.log.num_images))
-                        logger.write_sample_grid(step, cols)
-                    if is_eval:
-                        eval_results, tables = self.evaluate(state, workdir, log=logger.info)
-                        logger.write_scalars(step, {f"eval/{k}": v for k, v in eval_results.items()})
-                        for t in tables:
-                            logger.info(t)
-                    if is_ckpt:
-                        metrics_for_best = eval_results if is_eval else None
-                        ckpt.save(
-                            step,
-                            state,
-                            data_iter=data_iter,
-                            config=cfg.to_dict(),
-                            metrics=metrics_for_best,
-                            force=(step == end or sigterm.raised),
+                # Sync point: fetch pending metrics, apply the NaN policy before anything is saved.
+                fetched = jax.device_get(pending)
+                pending = []
+                for s, m in fetched:
+                    if m["finite"] < 0.5:
+                        skipped += 1
+                        consecutive_bad += 1
+                        self._on_nonfinite(s, m, consecutive_bad, logger)
+                    else:
+                        consecutive_bad = 0
+                        interval.append(m)
+                if is_log:
+                    # finite steps since the last log point, averaged (the last value for lr)
+                    scalars = {k: float(np.mean([m[k] for m in interval])) for k in interval[0]} if interval else {}
+                    scalars.update({k: float(v) for k, v in fetched[-1][1].items() if k.startswith("lr/")})
+                    interval = []
+                    scalars.update(throughput.summary(gbs))
+                    scalars["train/skipped_steps"] = float(skipped)
+                    throughput.reset()
+                    logger.write_scalars(step, scalars)
+                    logger.progress(step, scalars)
+                    if self.recipe.metric_warnings is not None:
+                        for line in self.recipe.metric_warnings(step, scalars):
+                            logger.info(line)
+                    history.append({"step": float(step), **scalars})
+                t_host = time.perf_counter()
+                if is_image and self.predict_fn is not None:
+                    cols = self.sample_columns(state, last_batch, int(cfg.log.num_images))
+                    logger.write_sample_grid(step, cols)
+                if is_eval:
+                    eval_results, tables = self.evaluate(state, workdir, log=logger.info)
+                    logger.write_scalars(step, {f"eval/{k}": v for k, v in eval_results.items()})
+                    for t in tables:
+                        logger.info(t)
+                if is_ckpt:
+                    metrics_for_best = eval_results if is_eval else None
+                    ckpt.save(
+                        step,
+                        state,
+                        data_iter=data_iter,
+                        config=cfg.to_dict(),
+                        metrics=metrics_for_best,
+                        force=(step == end or sigterm.raised),
+                    )
+                throughput.exclude(time.perf_counter() - t_host)
+                if sigterm.raised:
+                    stopped_early = preempted = True
+                    if ckpt is not None:
+                        # (a no-op when this step's save already started above; it did not when the
+                        # signal came after the decision, e.g. during evaluation)
+                        ckpt.save(step, state, data_iter=data_iter, config=cfg.to_dict(), force=True)
+                        # "saved" only once it is committed; the handler is still installed, so
+                        # more SIGTERMs cannot interrupt the write (Ctrl-C is held back too).
+                        with sigterm.deferring_interrupts():
+                            ckpt.wait()
+                        if (ckpt.directory / str(step)).is_dir():
+                            checkpoint_step = step
+                    again = f" (SIGTERM received {sigterm.count} times; the save was finished first)" if sigterm.count > 1 else ""
+                    if checkpoint_step is not None:
+                        logger.info(
+                            f"SIGTERM: saved a checkpoint at step {step} ({ckpt.directory / str(step)}){again}; "
+                            "stopping (resume with the same command)"
                         )
-                    throughput.exclude(time.perf_counter() - t_host)
-                    if sigterm.raised:
-                        logger.info(f"SIGTERM: saved a checkpoint at step {step}; stopping (resume with the same command)")
-                        stopped_early = True
-                        break
+                    elif ckpt is None:
+                        logger.info(
+                            f"SIGTERM: stopping at step {step}{again}; no checkpoint was saved "
+                            "(checkpoint.enabled=False): this run cannot be resumed"
+                        )
+                    else:
+                        logger.info(
+                            f"SIGTERM: stopping at step {step}{again}; no checkpoint for it was committed; the latest "
+                            f"checkpoint is step {ckpt.latest_step()}"
+                        )
+                    break
             if stop_after is not None and step < total:
                 stopped_early = True
             ran = step > start_step
@@ -378,11 +463,14 @@ class Trainer:
             data_state = data_iter.get_state() if hasattr(data_iter, "get_state") else None
         finally:
             profiler.close()
-            if ckpt is not None:
-                ckpt.close()
-            logger.close()
-            if hasattr(data_iter, "close"):
-                data_iter.close()
+            try:
+                if ckpt is not None:
+                    with sigterm.deferring_interrupts():  # pending saves finish before we leave
+                        ckpt.close()
+            finally:
+                logger.close()
+                if hasattr(data_iter, "close"):
+                    data_iter.close()
         return FitResult(
             state=state,
             step=step,
@@ -392,15 +480,37 @@ class Trainer:
             skipped_steps=skipped,
             wall_time_s=time.perf_counter() - t_wall,
             data_state=data_state,
+            preempted=preempted,
+            checkpoint_step=checkpoint_step,
         )
 
     def _start(self, ckpt, data_iter, logger) -> tuple[TrainState, int]:
         """Latest good checkpoint (state + data position) or a fresh state."""
         if ckpt is not None:
+            had = ckpt.all_steps()
             restored = ckpt.restore(self.abstract_restore_target(), data_iter=data_iter)
             if restored is not None:
                 logger.info(f"resumed from {ckpt.directory / str(restored.step)}")
                 return restored.state, int(restored.step)
+            moved = ckpt.moved_aside()
+            if had or moved:
+                # Checkpoints existed but none is readable: restarting from step 0 would silently
+                # throw the run's progress away (and exit 0). Stop unless asked for a fresh start.
+                where = ", ".join(str(p) for p in (ckpt.quarantined or moved)[-8:])
+                what = (
+                    f"no checkpoint of {ckpt.directory} is readable: step(s) {had} could not be restored and were "
+                    f"moved aside to {where}"
+                    if had
+                    else f"{ckpt.directory} has no checkpoints, but {ckpt.corrupt_dir} holds unreadable ones moved "
+                    f"aside by an earlier attempt: {where}"
+                )
+                if not bool(self.config.checkpoint.get("allow_fresh_start", False)):
+                    raise CheckpointError(
+                        f"{what}. Not starting again from step 0 (that would silently lose the run's progress). "
+                        "Inspect or repair them (see docs/engine.md, Failure modes), use a new --workdir, or start "
+                        "this workdir over from step 0 with --config.checkpoint.allow_fresh_start=True."
+                    )
+                logger.info(f"{what}; starting from step 0 (checkpoint.allow_fresh_start=True)")
         state = self.init_state()
         n = count_params(state.params)
         logger.info(
@@ -446,7 +556,10 @@ def evaluate_checkpoint(
             )
         restored = ckpt.restore(trainer.abstract_restore_target(), step=step)
         if restored is None:
-            raise CheckpointError(f"no readable checkpoint in {ckpt.directory}")
+            moved = ", ".join(str(p) for p in ckpt.quarantined)
+            raise CheckpointError(
+                f"no readable checkpoint in {ckpt.directory}" + (f"; the unreadable ones were moved aside to {moved}" if moved else "")
+            )
     finally:
         ckpt.close()
     results, tables = trainer.evaluate(restored.state, workdir, log=log)

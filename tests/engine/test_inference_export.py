@@ -1,4 +1,5 @@
-"""Export bundles (restore_jax.inference.export) and their jax+numpy-only loader.
+"""Export bundles (restore_jax.inference.export) and their loader (jax, numpy, flatbuffers only;
+a fresh virtual environment with just those: tests/engine/test_bundle_fresh_env.py).
 
 Reference: the live Flax NNX model, with the loader's padding re-stated by ``np.pad``.
 """
@@ -18,8 +19,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from restore_jax.inference.bundle_loader import BundleError, load_bundle
-from restore_jax.inference.export import DEFAULT_MAX_BATCH_PIXELS, ControlSpec, export_bundle
+from restore_jax.inference.bundle_loader import BUNDLE_REQUIREMENTS, BundleError, load_bundle
+from restore_jax.inference.export import (
+    DEFAULT_MAX_BATCH_PIXELS,
+    EXPORT_PLATFORMS,
+    ControlSpec,
+    check_platforms,
+    export_bundle,
+)
 from restore_jax.ops.pixel import pixel_shuffle, pixel_unshuffle
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -150,13 +157,18 @@ def test_round_trip_two_sizes_one_export(bundle):
 
 def test_bundle_files_and_manifest(bundle_dir):
     names = sorted(p.name for p in bundle_dir.iterdir())
-    assert names == ["bundle_loader.py", "function.jaxexport", "manifest.json", "params.npz"]
+    assert names == ["bundle_loader.py", "function.jaxexport", "manifest.json", "params.npz", "requirements.txt"]
     m = json.loads((bundle_dir / "manifest.json").read_text())
     assert m["format"] == "restore_jax.bundle" and m["method"] == "tiny_sr"
     assert m["kind"] == "image" and m["format_version"] == 1  # image bundles stay readable by format-1 loaders
     assert m["max_batch_pixels"] == DEFAULT_MAX_BATCH_PIXELS and "window" not in m
     assert m["scale"] == 2 and m["multiple"] == 4 and m["pad_mode"] == "reflect"
     assert m["jax_version"] == jax.__version__
+    # What loading needs: jax at least the exporting version, numpy, flatbuffers (jax.export's deserializer).
+    assert m["requirements"] == [f"jax>={jax.__version__}", "numpy>=1.26", "flatbuffers"]
+    assert [r.partition(">=")[0] for r in BUNDLE_REQUIREMENTS] == ["jax", "numpy", "flatbuffers"]
+    reqs = (bundle_dir / "requirements.txt").read_text().splitlines()
+    assert [line for line in reqs if line and not line.startswith("#")] == m["requirements"]
     assert m["input"]["layout"] == m["output"]["layout"] == "NHWC"
     assert m["input"]["channels"] == 3 and m["output"]["channels"] == 3
     assert m["input"]["range"] == [0.0, 1.0] and m["input"]["dtype"] == "float32"
@@ -349,7 +361,11 @@ def test_max_batch_pixels(tmp_path):
         ({"kind": "video"}, r"unknown input kind 'video'"),
         ({"kind": "window", "window": 3}, r"kind='window', window=3.*takes x of shape \(b, 4\*hk, 4\*wk, 3\)"),
         ({"scale": "2"}, r"scale must be a positive integer, got '2'"),
-        ({"multiple": 0}, r"multiple must be a positive integer, got 0"),
+        ({"multiple": 0}, r"multiple must be a positive integer, got 0"),  # was a ZeroDivisionError at call time
+        # An edited scale used to crop the output silently (scale 1) or return it unchanged (scale 4).
+        ({"scale": 1}, r"scale=1, but the exported function maps a 4x4 input to 8x8 \(scale 2\)"),
+        ({"scale": 4}, r"scale=4, but the exported function maps a 4x4 input to 8x8"),
+        ({"multiple": 2}, r"multiple=2, but the exported function does not take a 2x2 input.*re-export"),
         ({"max_batch_pixels": -1}, r"max_batch_pixels must be a positive integer"),
         ({"pad_mode": "wrap"}, r"pad_mode 'wrap'"),
         ({"controls": {}}, r"lists controls \[\], the exported function takes \['u'\]"),
@@ -383,6 +399,7 @@ def test_window_manifest_must_match_function(window_bundle_dir, tmp_path):
         ({"window": True}, r"window must be a positive integer, got True"),
         ({"temporal_scale": 1}, r"mean 3 output frames"),
         ({"stride": "2"}, r"stride must be a positive integer"),
+        ({"scale": 1}, r"scale=1, but the exported function maps a 2x2 input to 4x4"),
         ({"kind": "image"}, r"kind='image', 3 channels, but the exported function takes x of shape \(b, 3,"),
     ):
         (copy / "manifest.json").write_text(json.dumps({**manifest, **change}))
@@ -403,3 +420,90 @@ def test_format_1_manifest_without_kind_loads_as_image(bundle_dir, tmp_path):
     assert old.kind == "image" and old.max_batch_pixels is None
     x = _img(1, 8, 12, 3)
     np.testing.assert_allclose(old(x, u=0.5), _reference(x, 0.5), atol=1e-5, rtol=0)
+
+
+def test_edited_scale_is_refused_not_cropped(bundle_dir, tmp_path):
+    """Regression: ``"scale": 1`` in the manifest of a x2 bundle loaded and returned the top-left
+    quarter of the output, with no error."""
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert load_bundle(copy)(_img(1, 8, 8, 3)).shape == (1, 16, 16, 3)
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "scale": 1}))
+    with pytest.raises(BundleError, match=r"manifest.json: scale=1, but .* re-export the bundle"):
+        load_bundle(copy)
+
+
+@pytest.mark.parametrize("keep", ["empty", "header", "half", "all but one byte"])
+def test_truncated_params_file(bundle_dir, tmp_path, keep):
+    """Regression: a truncated params.npz raised a raw zipfile.BadZipFile (or EOFError)."""
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    data = (copy / "params.npz").read_bytes()
+    size = {"empty": 0, "header": 10, "half": len(data) // 2, "all but one byte": len(data) - 1}[keep]
+    (copy / "params.npz").write_bytes(data[:size])
+    with pytest.raises(BundleError, match=r"params\.npz: unreadable parameter file .*re-export the bundle"):
+        load_bundle(copy)
+
+
+def test_check_platforms():
+    assert EXPORT_PLATFORMS == ("cpu", "cuda", "rocm", "tpu")
+    assert check_platforms(None) is None
+    assert check_platforms(("cpu", "CUDA", "cpu")) == ("cpu", "cuda")
+    assert check_platforms(" cpu , tpu ") == ("cpu", "tpu")
+    with pytest.raises(ValueError, match=r"unknown platform 'bogus'; valid platforms: cpu, cuda, rocm, tpu"):
+        check_platforms(("cpu", "bogus"))
+    with pytest.raises(ValueError, match=r"'gpu' is not a lowering platform: name 'cuda' or 'rocm'"):
+        check_platforms("gpu")
+    with pytest.raises(ValueError, match="no platform given; valid platforms"):
+        check_platforms(())
+
+
+def test_export_refuses_unknown_platforms_before_writing(tmp_path):
+    """Regression: ``platforms=("bogus",)`` lowered and wrote a bundle that no machine can load."""
+    out = tmp_path / "b"
+    with pytest.raises(ValueError, match=r"unknown platform 'bogus'; valid platforms: cpu, cuda, rocm, tpu"):
+        export_bundle(apply_fn, PARAMS, out, example_input_shape=(8, 8, 3), multiple=4, scale=2,
+                      controls=CONTROLS, platforms=("bogus",))
+    assert not out.exists()
+
+
+def test_cli_export_refuses_unknown_platforms(tmp_path, capsys):
+    """``restore-jax export --platforms cpu,bogus`` exits 2 naming the valid platforms, before it
+    loads the checkpoint (this one does not even exist) or writes anything."""
+    from restore_jax import cli
+
+    out = tmp_path / "bundle"
+    code = cli.main(["export", "--checkpoint", str(tmp_path / "no_run"), "--out", str(out), "--platforms", "cpu,bogus"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--platforms cpu,bogus: unknown platform 'bogus'; valid platforms: cpu, cuda, rocm, tpu" in err
+    assert not out.exists()
+
+
+_NO_FLATBUFFERS_SCRIPT = r"""
+import sys
+sys.modules["flatbuffers"] = None  # as in an environment without it: `import flatbuffers` raises
+sys.path.insert(0, sys.argv[1])
+from bundle_loader import BundleError, load_bundle
+try:
+    load_bundle(sys.argv[1])
+except BundleError as e:
+    print("BundleError:", e)
+"""
+
+
+def test_missing_flatbuffers_names_the_requirements(bundle_dir, tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", _NO_FLATBUFFERS_SCRIPT, str(bundle_dir)],
+        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "BundleError:" in proc.stdout and "flatbuffers" in proc.stdout, proc.stdout
+    assert f"pip install -r {bundle_dir / 'requirements.txt'}" in proc.stdout

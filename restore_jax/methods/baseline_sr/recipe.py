@@ -40,10 +40,16 @@ def make_recipe(config) -> Recipe:
 
 
 def validate(config, *, num_devices=None, process_count=1) -> None:
-    """Method checks: known loss/skip, a scale the upsampler supports."""
+    """Method checks: known loss/skip, a scale the upsampler supports, positive widths."""
     m = config.model
     if m.scale not in (2, 3, 4, 8):
         raise ConfigError(f"model.scale must be 2, 3, 4 or 8, got {m.scale}")
+    for key, minimum in (("channels", 1), ("num_blocks", 0)):
+        value = m[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"model.{key} must be an integer >= {minimum}, got {value!r}")
+    if not float(m.get("res_scale", 1.0)) > 0:
+        raise ConfigError(f"model.res_scale must be > 0, got {m.res_scale}")
     if m.skip not in SKIPS:
         raise ConfigError(f"model.skip={m.skip!r} is not one of {SKIPS}")
     if config.loss.kind not in ("l1", "mse", "charbonnier"):

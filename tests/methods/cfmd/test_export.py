@@ -2,7 +2,7 @@
 
 The ``ci`` preset's initial weights, perturbed, are saved as checkpoint 2 in the module fixture
 (``support.checkpoints``: no training step is compiled), exported through the CLI and
-loaded with the jax + numpy loader; the reference is the live ``Restorer`` at the same ``u``.
+loaded with the bundle's own loader (jax + flatbuffers only); the reference is the live ``Restorer`` at the same ``u``.
 """
 
 from __future__ import annotations

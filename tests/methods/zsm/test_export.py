@@ -2,7 +2,7 @@
 
 The ``ci`` preset's initial weights, perturbed, are saved as checkpoint 2 in the module fixture
 (``support.checkpoints``: no training step is compiled), exported through the CLI and
-loaded with the jax + numpy loader; the reference is ``Restorer.video`` on the same window (one
+loaded with the bundle's own loader (jax + flatbuffers only); the reference is ``Restorer.video`` on the same window (one
 window of 4 LR frames -> 7 HR frames, padded to the size multiple like the loader pads).
 """
 
