@@ -292,9 +292,12 @@ class Restorer:
         finds it from the checkpoint's config)."""
         from flax import nnx
 
-        from restore_jax.train.checkpointing import CheckpointManager
+        import ml_collections
+
         from restore_jax.errors import CheckpointError, ConfigError
+        from restore_jax.train.checkpointing import CheckpointManager
         from restore_jax.train.loop import Trainer
+        from restore_jax.train.mesh import make_mesh
 
         loc = find_checkpoint(workdir_or_path, step)
         explicit = step is not None or _is_step_folder(workdir_or_path)
@@ -318,7 +321,11 @@ class Restorer:
                     raise RestorerError(f"checkpoint {here.directory / str(s)} is a {step_config.method!r} run, not {method.id!r}")
                 if trainer is None or step_config.to_dict() != config.to_dict():
                     try:
-                        trainer = Trainer(step_config, method)
+                        # Inference runs on one device whatever mesh the run trained on (the
+                        # restore target is re-sharded), so any device count can load any checkpoint.
+                        one = ml_collections.ConfigDict(step_config.to_dict())
+                        one.mesh.shape = (1,) * len(tuple(one.mesh.axes))
+                        trainer = Trainer(one, method, mesh=make_mesh(one.mesh, devices=jax.devices()[:1]))
                     except (ConfigError, KeyError) as e:
                         raise RestorerError(f"the config saved with {here.directory / str(s)} cannot build the model: {e}") from e
                 config = step_config

@@ -169,6 +169,28 @@ def test_export_cli_unexportable_model_is_explained(workdir, tmp_path, capsys, m
     assert err.startswith("restore-jax: error: cannot export baseline_sr step 6: jax.export failed"), err
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (2, 4)], ids=["trained-on-1-device", "trained-fsdp-sharded-on-8"])
+def test_restorer_loads_a_checkpoint_from_any_mesh(tmp_path, shape):
+    # Regression: the Restorer rebuilt the training mesh, so a run saved with mesh.shape=(1, 1) could not
+    # be loaded in a process with 8 devices. It now loads onto one device; parameters sharded over an
+    # fsdp mesh come back whole and equal to what was saved.
+    from restore_jax.train import mesh as mesh_lib
+    from support.checkpoints import init_checkpoint
+
+    c = _config()
+    c.mesh.shape = shape
+    c.sharding.fsdp_min_size = 0  # shard every parameter it can over fsdp
+    devices = jax.devices()[: shape[0] * shape[1]]
+    init_checkpoint(c, tmp_path / "run", step=3, mesh=mesh_lib.make_mesh(c.mesh, devices=devices))
+    r = api.load_restorer(tmp_path / "run")
+    assert r.step == 3 and tuple(r.config.mesh.shape) == shape  # the run's own config is kept
+    if shape == (2, 4):  # the engine's own restore on the training mesh is the reference
+        _, ema, _ = restored_ema(c, tmp_path / "run", step=3)
+        for a, b in zip(jax.tree.leaves(r.params), jax.tree.leaves(ema)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert r(np.zeros((8, 12, 3), np.float32)).shape == (32, 48, 3)
+
+
 def test_missing_checkpoint_errors(tmp_path, workdir, capsys):
     with pytest.raises(RestorerError, match="does not exist"):
         api.load_restorer(tmp_path / "nope")

@@ -11,11 +11,14 @@ import jax
 import jax.numpy as jnp
 
 
-def init_checkpoint(config, workdir: pathlib.Path, *, step: int = 1, noise: float = 0.05, seed: int = 0) -> pathlib.Path:
-    """Write checkpoint ``step`` of ``config``'s freshly initialised (and perturbed) state to ``workdir``."""
+def init_checkpoint(
+    config, workdir: pathlib.Path, *, step: int = 1, noise: float = 0.05, seed: int = 0, mesh=None
+) -> pathlib.Path:
+    """Write checkpoint ``step`` of ``config``'s freshly initialised (and perturbed) state to ``workdir``
+    (sharded over ``mesh``, default: the config's mesh over all devices)."""
     from restore_jax.api import make_trainer
 
-    trainer = make_trainer(config)
+    trainer = make_trainer(config, mesh=mesh)
     state = trainer.init_state()
     key = jax.random.key(seed)
 
