@@ -32,7 +32,6 @@ control value, video length or image size never recompiles it (only a new tile /
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
 import warnings
@@ -43,7 +42,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from restore_jax.inference.checkpoint_io import (
+    CheckpointLocation,
+    RestorerError,
+    find_checkpoint,
+    load_checkpoint,
+    read_checkpoint_config,
+)
 from restore_jax.inference.export import ControlSpec
+from restore_jax.inference.output_plan import (
+    IMAGE_EXTENSIONS,
+    FolderRestoreError,
+    check_not_input,
+    check_output_form,
+    plan_folder,
+)
 from restore_jax.methods.api import InferenceSpec, Method
 
 __all__ = [
@@ -61,7 +74,6 @@ __all__ = [
 ]
 
 PathLike = Union[str, os.PathLike]
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".gif")
 DEFAULT_FPS = 25.0  # frame rate assumed for frame arrays and files that do not store one
 # Per-frame video restoration works on chunks of this many frames (output streamed chunk by chunk).
@@ -70,84 +82,6 @@ DEFAULT_TILE = 256
 DEFAULT_OVERLAP = 32
 # Inputs with more pixels (per image) than this are tiled automatically (bounded device memory).
 MAX_UNTILED_PIXELS = 1024 * 1024
-
-
-class RestorerError(ValueError):
-    """A user error: missing checkpoint, unknown control, bad input shape (the message says what to do)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckpointLocation:
-    directory: pathlib.Path  # <workdir>/checkpoints
-    step: int
-
-
-def _steps_in(directory: pathlib.Path) -> list[int]:
-    if not directory.is_dir():
-        return []
-    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and (p / "state").is_dir())
-
-
-def find_checkpoint(path: PathLike, step: int | None = None) -> CheckpointLocation:
-    """Resolve a workdir, its ``checkpoints`` folder or one ``checkpoints/<step>`` folder.
-
-    Raises :class:`RestorerError` naming what was looked for when nothing matches.
-    """
-    p = pathlib.Path(path).expanduser()
-    if not p.exists():
-        raise RestorerError(
-            f"checkpoint path {p} does not exist; pass a training workdir (containing checkpoints/<step>/state), "
-            "e.g. the --workdir of restore-jax train"
-        )
-    if p.name.isdigit() and (p / "state").is_dir():  # a single step folder
-        if step is not None and step != int(p.name):
-            raise RestorerError(f"{p} is the checkpoint of step {p.name}, but step={step} was requested")
-        return CheckpointLocation(p.parent.absolute(), int(p.name))
-    directory = p / "checkpoints" if (p / "checkpoints").is_dir() else p
-    steps = _steps_in(directory)
-    if not steps:
-        raise RestorerError(
-            f"no checkpoints found: looked for {p / 'checkpoints'}/<step>/state and {p}/<step>/state; "
-            f"train first (restore-jax train --config ... --workdir {p}) or pass the right workdir"
-        )
-    if step is None:
-        return CheckpointLocation(directory.absolute(), steps[-1])
-    if step not in steps:
-        raise RestorerError(f"no checkpoint for step {step} in {directory}; available steps: {steps}")
-    return CheckpointLocation(directory.absolute(), int(step))
-
-
-def _is_step_folder(path: PathLike) -> bool:
-    p = pathlib.Path(path).expanduser()
-    return p.name.isdigit() and (p / "state").is_dir()
-
-
-def _short_reason(e: BaseException) -> str:
-    """One line for a skipped checkpoint: the reader's error without TensorStore's spec dump."""
-    from restore_jax.train.checkpointing import short_error
-
-    cause = e.__cause__
-    return short_error(cause, 160) if cause is not None else short_error(e, 200).split(": ", 1)[-1]
-
-
-def _read_config(loc: CheckpointLocation):
-    """The run's config snapshot (``<step>/config``, Orbax JSON) as a ``ConfigDict``."""
-    import ml_collections
-
-    cfg_dir = loc.directory / str(loc.step) / "config"
-    candidates = [cfg_dir / "metadata"] if cfg_dir.is_dir() else []
-    candidates += sorted(q for q in cfg_dir.glob("*") if q.is_file() and q.name != "commit_success.txt") if cfg_dir.is_dir() else []
-    for f in candidates:
-        try:
-            data = json.loads(f.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and "method" in data:
-            return ml_collections.ConfigDict(data)
-    raise RestorerError(
-        f"checkpoint {loc.directory / str(loc.step)} has no readable config snapshot (looked for {cfg_dir}/metadata); "
-        "it was not written by restore-jax train"
-    )
 
 
 def _check_video_mode(method: str, mode: Mapping[str, Any] | None) -> dict[str, int] | None:
@@ -292,68 +226,7 @@ class Restorer:
         finds it from the checkpoint's config)."""
         from flax import nnx
 
-        import ml_collections
-
-        from restore_jax.errors import CheckpointError, ConfigError
-        from restore_jax.train.checkpointing import CheckpointManager
-        from restore_jax.train.loop import Trainer
-        from restore_jax.train.mesh import make_mesh
-
-        loc = find_checkpoint(workdir_or_path, step)
-        explicit = step is not None or _is_step_folder(workdir_or_path)
-        # Default (no step): the newest *readable* step; unreadable newer ones are skipped with a
-        # warning (never moved: a training run may own this folder).
-        candidates = [loc.step] if explicit else sorted((s for s in _steps_in(loc.directory) if s <= loc.step), reverse=True)
-        skipped: list[tuple[int, str]] = []
-        trainer = config = restored = None
-        ckpt = CheckpointManager(loc.directory, every_steps=1, async_save=False)
-        try:
-            for s in candidates:
-                here = CheckpointLocation(loc.directory, s)
-                try:
-                    step_config = _read_config(here)
-                except RestorerError as e:
-                    if explicit:
-                        raise
-                    skipped.append((s, "no readable config snapshot"))
-                    continue
-                if step_config.method != method.id:
-                    raise RestorerError(f"checkpoint {here.directory / str(s)} is a {step_config.method!r} run, not {method.id!r}")
-                if trainer is None or step_config.to_dict() != config.to_dict():
-                    try:
-                        # Inference runs on one device whatever mesh the run trained on (the
-                        # restore target is re-sharded), so any device count can load any checkpoint.
-                        one = ml_collections.ConfigDict(step_config.to_dict())
-                        one.mesh.shape = (1,) * len(tuple(one.mesh.axes))
-                        trainer = Trainer(one, method, mesh=make_mesh(one.mesh, devices=jax.devices()[:1]))
-                    except (ConfigError, KeyError) as e:
-                        raise RestorerError(f"the config saved with {here.directory / str(s)} cannot build the model: {e}") from e
-                config = step_config
-                try:
-                    restored = ckpt.restore(trainer.abstract_restore_target(), step=s)
-                except CheckpointError as e:
-                    if explicit:
-                        raise RestorerError(str(e)) from e
-                    skipped.append((s, _short_reason(e)))
-                    continue
-                loc = here
-                break
-        finally:
-            ckpt.close()
-        if restored is None:
-            reasons = "; ".join(f"step {s}: {r}" for s, r in skipped)
-            raise RestorerError(
-                f"no checkpoint in {loc.directory} is readable ({reasons}). --step N restores a specific step; "
-                "retrain (or restore the files from a backup) if none is usable"
-            )
-        if skipped:
-            bad = ", ".join(f"step {s} ({r})" for s, r in skipped)
-            warnings.warn(
-                f"latest checkpoint(s) of {loc.directory} unreadable: {bad}; using step {loc.step}, the newest readable "
-                "one (--step N chooses another)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        config, loc, trainer, restored = load_checkpoint(workdir_or_path, method, step=step)
         state = restored.state
         recipe = trainer.recipe
         primary = recipe.primary
@@ -549,7 +422,7 @@ class Restorer:
         self._check_image_model("restore_file")
         check_not_input(in_path, out_path)
         rgb, info = read_image_for_restore(in_path)
-        _check_output_form(out_path, info)
+        check_output_form(out_path, info)
         # rounded to the file's integer type as it is produced (bounded host memory for large images)
         out_dtype = np.uint16 if output_bit_depth(out_path, info) == 16 else np.uint8
         y = self(rgb, tile=tile, overlap=overlap, out_dtype=out_dtype, **controls)
@@ -580,7 +453,7 @@ class Restorer:
         self._check_image_model("restore_faces_file")
         check_not_input(in_path, out_path)
         rgb, info = read_image_for_restore(in_path)
-        _check_output_form(out_path, info)
+        check_output_form(out_path, info)
         try:
             y, faces = restore_faces_in_photo(
                 rgb, lambda crop: self(crop, **controls), crop_size=crop_size, scale=self.scale,
@@ -860,108 +733,6 @@ class Restorer:
         )
 
 
-class FolderRestoreError(RestorerError):
-    """Some images of a folder could not be restored; all the others were written.
-
-    ``written``: the written paths; ``failed``: ``[(input path, reason)]``; ``total``: the number
-    of images in the folder. ``restore-jax restore`` exits with code 4 on it."""
-
-    def __init__(self, in_dir: PathLike, out_dir: PathLike, written, failed, total: int):
-        self.in_dir, self.out_dir = pathlib.Path(in_dir), pathlib.Path(out_dir)
-        self.written = list(written)
-        self.failed = [(pathlib.Path(p), str(r)) for p, r in failed]
-        self.total = int(total)
-
-        def reason(p: pathlib.Path, r: str) -> str:
-            return r[len(str(p)) + 2 :] if r.startswith(f"{p}: ") else r  # the path is listed already
-
-        lines = "\n".join(f"  {p.name}: {reason(p, r)}" for p, r in self.failed)
-        super().__init__(
-            f"{len(self.failed)} of {self.total} image(s) in {self.in_dir} could not be restored "
-            f"(the other {len(self.written)} were written to {self.out_dir}):\n{lines}"
-        )
-
-
-def _same_file(a: pathlib.Path, b: pathlib.Path) -> bool:
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)  # also hard links
-    except OSError:
-        pass
-    return a.resolve() == b.resolve()
-
-
-def check_not_input(in_path: PathLike, out_path: PathLike) -> None:
-    """:class:`RestorerError` if writing ``out_path`` would overwrite the input ``in_path`` (the
-    same file once links and relative parts are resolved)."""
-    a, b = pathlib.Path(in_path).expanduser(), pathlib.Path(out_path).expanduser()
-    if _same_file(a, b):
-        raise RestorerError(
-            f"output {b} is the input file {a}: restoring would overwrite it; choose another output path"
-        )
-
-
-def _check_output_form(out_path: PathLike, info) -> None:
-    from restore_jax.inference.image_io import check_restored_output
-
-    try:
-        check_restored_output(out_path, info)
-    except ValueError as e:
-        raise RestorerError(str(e)) from None
-
-
-def plan_folder(in_dir: PathLike, out_dir: PathLike) -> list[tuple[pathlib.Path, pathlib.Path]]:
-    """``(input, output)`` pairs of :meth:`Restorer.restore_folder` (nothing is read or written).
-
-    Every ``IMAGE_EXTENSIONS`` file of ``in_dir`` (sorted, not recursive) keeps its name in
-    ``out_dir``; formats that cannot be written (``.bmp``, ``.tif``) become ``.png``. Raises
-    :class:`RestorerError` when there is no image, ``out_dir`` is ``in_dir`` or a file, an output
-    would overwrite an input, or several inputs would get the same output name (``x.bmp`` and
-    ``x.png`` both -> ``x.png``): the collision policy is to refuse (rename the files or restore
-    them into separate folders), never to overwrite or rename silently."""
-    from restore_jax.inference.image_io import IMAGE_OUTPUT_EXTENSIONS
-
-    in_dir, out_dir = pathlib.Path(in_dir).expanduser(), pathlib.Path(out_dir).expanduser()
-    if not in_dir.is_dir():
-        raise RestorerError(f"input folder {in_dir} does not exist")
-    files = sorted(p for p in in_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        raise RestorerError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {in_dir}")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RestorerError(f"output {out_dir} is a file; a folder input needs an output folder")
-    if _same_file(in_dir, out_dir):
-        raise RestorerError(f"output folder {out_dir} is the input folder {in_dir}: restoring would overwrite the inputs; choose another folder")
-    pairs, by_target = [], {}
-    for f in files:
-        target = out_dir / f.name
-        if target.suffix.lower() not in IMAGE_OUTPUT_EXTENSIONS:
-            target = target.with_suffix(".png")
-        by_target.setdefault(target, []).append(f)
-        pairs.append((f, target))
-    clashes = {t: fs for t, fs in by_target.items() if len(fs) > 1}
-    if clashes:
-        listed = "; ".join(f"{' and '.join(f.name for f in fs)} -> {t.name}" for t, fs in list(clashes.items())[:5])
-        raise RestorerError(
-            f"{sum(map(len, clashes.values()))} images in {in_dir} would be written to the same output name ({listed}); "
-            "nothing was restored: rename one of each group or restore them into separate folders"
-        )
-    inputs = {}
-    for g in files:
-        st = g.stat()
-        inputs[(st.st_dev, st.st_ino)] = g
-    for f, target in pairs:  # an existing output that is an input file (through a link)
-        try:
-            st = target.stat()
-        except OSError:
-            continue
-        g = inputs.get((st.st_dev, st.st_ino))
-        if g is not None:
-            raise RestorerError(
-                f"output {target} (for {f.name}) is the input file {g}: restoring would overwrite it; choose another output folder"
-            )
-    return pairs
-
-
 def inference_hooks(spec: InferenceSpec, method_id: str) -> dict[str, Any]:
     """The :class:`Restorer` keyword arguments (``method``, ``scale``, ``multiple``, ``controls``,
     ``channels``, ``video_mode``) of a method's :class:`InferenceSpec`. Needs no weights: the CLI
@@ -974,20 +745,3 @@ def inference_hooks(spec: InferenceSpec, method_id: str) -> dict[str, Any]:
         "channels": int(spec.channels),
         "video_mode": spec.video_mode,
     }
-
-
-def read_checkpoint_config(workdir_or_path: PathLike, step: int | None = None):
-    """The config snapshot of a checkpoint (no weights loaded); :class:`RestorerError` if none.
-
-    Without ``step`` (and given a workdir, not a step folder): the newest step whose snapshot is
-    readable (``from_checkpoint`` warns about the skipped ones)."""
-    loc = find_checkpoint(workdir_or_path, step)
-    if step is not None or _is_step_folder(workdir_or_path):
-        return _read_config(loc)
-    first_error = None
-    for s in sorted((s for s in _steps_in(loc.directory) if s <= loc.step), reverse=True):
-        try:
-            return _read_config(CheckpointLocation(loc.directory, s))
-        except RestorerError as e:
-            first_error = first_error or e
-    raise first_error if first_error is not None else RestorerError(f"no checkpoints in {loc.directory}")
