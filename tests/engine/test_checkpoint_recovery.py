@@ -27,21 +27,10 @@ from restore_jax.api import make_trainer
 from restore_jax.errors import CheckpointError, WorkdirLockedError
 from restore_jax.train import mesh as mesh_lib
 from restore_jax.train.workdir_lock import WorkdirLock
-from support.engine_data import ArraySRData, tiny_sr_config
+from support.engine_data import TINY_SR_OVERRIDES, ArraySRData, tiny_sr_config
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-TINY = [  # tiny_sr_config() as command-line overrides of the ci preset
-    "--config.model.channels=8",
-    "--config.model.num_blocks=1",
-    "--config.train.num_steps=8",
-    "--config.train.global_batch_size=8",
-    "--config.train.ema_decay=0.5",
-    "--config.eval.protocols=()",
-    "--config.eval.final=False",
-    "--config.log.console=False",
-    "--config.log.image_every_steps=0",
-    "--config.checkpoint.every_steps=4",
-]
+TINY = TINY_SR_OVERRIDES + ("--config.checkpoint.every_steps=4",)
 NOISE = ("Traceback", "Event loop is closed", "never retrieved", "tensorstore_spec", "oneDNN", "absl::InitializeLog")
 
 

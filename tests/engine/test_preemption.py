@@ -20,21 +20,11 @@ from restore_jax.api import make_trainer
 from restore_jax.inference.restorer import read_checkpoint_config
 from restore_jax.train import mesh as mesh_lib
 from restore_jax.train.loop import _SigtermFlag
-from support.engine_data import ArraySRData, tiny_sr_config
+from support.engine_data import TINY_SR_OVERRIDES, ArraySRData, tiny_sr_config
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
-TINY = [  # tiny_sr_config() as command-line overrides of the ci preset (32-px HR)
-    "--config.model.channels=8",
-    "--config.model.num_blocks=1",
-    "--config.train.num_steps=8",
-    "--config.train.global_batch_size=8",
-    "--config.train.ema_decay=0.5",
-    "--config.eval.protocols=()",
-    "--config.eval.final=False",
-    "--config.log.console=False",
-    "--config.log.image_every_steps=0",
-]
+TINY = TINY_SR_OVERRIDES
 
 
 def _cli_env() -> dict[str, str]:

@@ -104,22 +104,27 @@ class ArraySRData:
         return iter(ds.to_iter_dataset())
 
 
+#: The tiny ``baseline_sr`` run of the engine tests as command-line overrides of the ``ci`` preset
+#: (1 residual block of 8 channels, 8 steps, batch 8, no evaluation, no image grids).
+TINY_SR_OVERRIDES = (
+    "--config.model.channels=8",
+    "--config.model.num_blocks=1",
+    "--config.train.num_steps=8",
+    "--config.train.global_batch_size=8",
+    "--config.train.ema_decay=0.5",
+    "--config.eval.protocols=()",
+    "--config.eval.final=False",
+    "--config.log.console=False",
+    "--config.log.image_every_steps=0",
+)
+
+
 def tiny_sr_config():
-    """A tiny ``baseline_sr`` config (1 residual block of 8 channels, 8 steps, batch 8) for engine tests.
+    """:data:`TINY_SR_OVERRIDES` on ``baseline_sr:ci``, checkpoints every 4 steps, saved synchronously.
 
     Data comes from the ``ci`` preset (synthetic faces, 32-px HR) or a stand-in such as :class:`ArraySRData`.
     """
     from restore_jax.api import load_config
 
-    c = load_config("baseline_sr:ci")
-    c.model.channels, c.model.num_blocks = 8, 1
-    c.train.num_steps = 8
-    c.train.global_batch_size = 8
-    c.train.ema_decay = 0.5
-    c.log.console = False
-    c.log.image_every_steps = 0
-    c.eval.protocols = ()
-    c.eval.final = False
-    c.checkpoint.every_steps = 4
-    c.checkpoint.async_save = False
-    return c
+    extra = ("--config.checkpoint.every_steps=4", "--config.checkpoint.async_save=False")
+    return load_config("baseline_sr:ci", list(TINY_SR_OVERRIDES + extra))
