@@ -754,12 +754,21 @@ SOURCES: dict[str, Callable[..., Source]] = {
 }
 
 
-def _accepts(factory: Callable[..., Any], arg: str) -> bool:
+def accepted_args(factory: Any, skip: int = 0) -> tuple[set[str] | None, set[str]]:
+    """(keyword arguments ``factory`` accepts after its first ``skip`` parameters, or ``None`` when it
+    takes ``**kwargs``; the required ones). Used to pass ``split`` / ``on_error`` only to sources that
+    take them, and to check a config's ``kwargs`` against a source's or builder's signature."""
     try:
-        params = inspect.signature(factory).parameters
+        params = list(inspect.signature(factory).parameters.values())[skip:]
     except (TypeError, ValueError):
-        return False
-    return arg in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        return None, set()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        accepted = None
+    else:
+        accepted = {p.name for p in params if p.kind in kinds}
+    required = {p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty}
+    return accepted, required
 
 
 def make_source(
@@ -790,9 +799,10 @@ def make_source(
     splits = cfg.get("splits") or {}
     if split is not None and split in splits:
         kwargs.update(dict(splits[split] or {}))
-    if split is not None and "split" not in kwargs and _accepts(factory, "split"):
+    accepted, _ = accepted_args(factory)
+    if split is not None and "split" not in kwargs and (accepted is None or "split" in accepted):
         kwargs["split"] = split
-    if on_error is not None and "on_error" not in kwargs and _accepts(factory, "on_error"):
+    if on_error is not None and "on_error" not in kwargs and (accepted is None or "on_error" in accepted):
         kwargs["on_error"] = on_error
     return factory(**kwargs)
 

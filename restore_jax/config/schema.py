@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import ml_collections
 from ml_collections import ConfigDict
-
-import math
 
 from restore_jax.errors import ConfigError
 
@@ -417,92 +416,6 @@ def _validate_optim(o: ConfigDict, name: str) -> None:
         raise ConfigError(f"{name}.restart_weights and {name}.restart_periods must have the same length")
 
 
-def _accepted_args(factory: Any, skip: int = 0) -> tuple[set[str] | None, set[str]]:
-    """(keyword arguments ``factory`` accepts, or None when it takes ``**kwargs``; required ones)."""
-    import inspect
-
-    try:
-        params = list(inspect.signature(factory).parameters.values())[skip:]
-    except (TypeError, ValueError):
-        return None, set()
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        accepted = None
-    else:
-        accepted = {p.name for p in params if p.kind in kinds}
-    required = {p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty}
-    return accepted, required
-
-
-def _check_kwargs(kwargs: Mapping[str, Any], accepted: set[str] | None, required: set[str], what: str, field: str) -> None:
-    """``kwargs`` (one split's constructor arguments) against a factory's signature."""
-    for key in kwargs:
-        if accepted is not None and key not in accepted:
-            close = difflib.get_close_matches(key, sorted(accepted), n=2, cutoff=0.6)
-            hint = f"; did you mean {', '.join(field + '.' + c for c in close)}?" if close else ""
-            if not close and field.startswith("data.source."):
-                hint = "; to read another source, set --config.data.source.name too (its kwargs then start empty)"
-            raise ConfigError(
-                f"{field}.{key}: {what} takes no argument {key!r} (it takes {', '.join(sorted(accepted)) or 'none'}){hint}"
-            )
-    missing = sorted(required - set(kwargs))
-    if missing:
-        example = " ".join(f"--config.{field}.{m}=..." for m in missing)
-        raise ConfigError(f"{field}.{missing[0]} is required by {what} and not set; set it, e.g. {example}")
-
-
-def _validate_data(data: ConfigDict, sources: Mapping[str, Any] | None, builders: Mapping[str, Any] | None) -> None:
-    """The ``data`` section (``input_pipelines.config``): numbers, ``on_error``, and, when the
-    catalog is given, that the source and builder exist and their ``kwargs`` fit their signatures
-    (per split). Files are not looked at here (a restored checkpoint needs no training data): a
-    missing folder is reported when the source is built, before the first step."""
-    for key, minimum in (("num_workers", 0), ("worker_buffer", 1), ("read_threads", 0), ("prefetch_buffer", 0)):
-        if key in data and data[key] is not None:
-            value = data[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ConfigError(f"data.{key} must be an integer >= {minimum}, got {value!r}")
-    if "on_error" in data and data.on_error is not None:
-        _choice(data.on_error, ("skip", "raise"), "data.on_error")
-    for part in ("source", "builder"):
-        section = data.get(part)
-        if not isinstance(section, ConfigDict):
-            continue
-        if not isinstance(section.get("name"), str) or not section.name:
-            raise ConfigError(f"data.{part}.name must name a {part}, got {section.get('name')!r}")
-        kwargs = section.get("kwargs")
-        if kwargs is not None and not isinstance(kwargs, ConfigDict):
-            raise ConfigError(f"data.{part}.kwargs must be a section of arguments, got {type(kwargs).__name__}")
-    if sources is None or builders is None:
-        return
-    from input_pipelines.builders import BUILDERS
-    from input_pipelines.sources import SOURCES
-
-    src = data.get("source")
-    if isinstance(src, ConfigDict):
-        table = {**SOURCES, **sources}
-        if src.name not in table:
-            raise ConfigError(f"data.source.name={src.name!r} is not a source; known sources: {', '.join(sorted(table))}")
-        accepted, required = _accepted_args(table[src.name])
-        # make_source passes split= and on_error= itself to the sources that take them
-        if accepted is not None:
-            required -= {"split", "on_error"} & accepted
-        base = dict(src.get("kwargs") or {})
-        splits = src.get("splits") or {}
-        what = f"source {src.name!r}"
-        _check_kwargs(base, accepted, required, what, "data.source.kwargs")
-        for split, extra in splits.items():
-            if not isinstance(extra, ConfigDict):
-                raise ConfigError(f"data.source.splits.{split} must be a section of arguments, got {extra!r}")
-            _check_kwargs({**base, **extra}, accepted, required, what, f"data.source.splits.{split}")
-    bld = data.get("builder")
-    if isinstance(bld, ConfigDict):
-        table = {**BUILDERS, **builders}
-        if bld.name not in table:
-            raise ConfigError(f"data.builder.name={bld.name!r} is not a builder; known builders: {', '.join(sorted(table))}")
-        accepted, required = _accepted_args(table[bld.name].fn, skip=2)  # fn(element, rng, **kwargs)
-        _check_kwargs(dict(bld.get("kwargs") or {}), accepted, required, f"builder {bld.name!r}", "data.builder.kwargs")
-
-
 def validate(
     config: ConfigDict,
     *,
@@ -521,7 +434,9 @@ def validate(
     """
     _check_section_keys(config, _reference_config(config))
     if isinstance(config.get("data"), ConfigDict):
-        _validate_data(config.data, sources, builders)
+        from input_pipelines.config import validate_data_config  # the data package owns its schema
+
+        validate_data_config(config.data, sources=sources, builders=builders)
     if not config.method:
         raise ConfigError("config.method is empty; a method config must set it (e.g. 'baseline_sr')")
     t = config.train
